@@ -1,0 +1,1 @@
+"""Leaseflow: conflict-free DHCP leases whose lifecycle is a BPMN process."""
