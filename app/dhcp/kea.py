@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.dhcp.errors import DhcpError
+
 # Kea's command result codes (src/lib/cc/command_interpreter.h).
 RESULT_SUCCESS = 0
 RESULT_ERROR = 1
@@ -34,8 +36,8 @@ RESULT_EMPTY = 3
 DEFAULT_TIMEOUT = 5.0
 
 
-class KeaError(Exception):
-    """Base of every error this module raises."""
+class KeaError(DhcpError):
+    """Base of every error this module raises (part of the DHCP area's family)."""
 
 
 class KeaUnavailable(KeaError):
