@@ -1,0 +1,120 @@
+"""Bytes in, reply out: runs the pure RFC 2131 decisions against a `LeaseBackend`.
+
+The socket adapter (`app.dhcp.server`) and the tests both go through `handle()`, so what a
+test sees for a crafted packet is exactly what the server would send. Every failure is
+turned into a counted drop here: nothing raised by a packet or a backend reaches the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from app.dhcp.backend import LeaseBackend
+from app.dhcp.codec import decode
+from app.dhcp.config import ServerConfig
+from app.dhcp.errors import MalformedPacket
+from app.dhcp.rfc2131 import Ask, Drop, Inbound, Outcome, Reply, Silence, answer, plan
+
+log = logging.getLogger(__name__)
+
+
+class Counters:
+    """Thread-safe event counters (received, dropped_*, offers, acks, naks, ...)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+
+def call_backend(backend: LeaseBackend, ask: Ask, now: float) -> object:
+    inbound: Inbound = ask.inbound
+    client = inbound.client
+    call = ask.call
+    if call == "offer":
+        return backend.offer(client, inbound.address, now)
+    if call == "commit":
+        assert inbound.address is not None
+        return backend.commit(client, inbound.address, now)
+    if call == "renew":
+        assert inbound.address is not None
+        return backend.renew(client, inbound.address, now)
+    if call == "release":
+        assert inbound.address is not None
+        backend.release(client, inbound.address, now)
+        return None
+    if call == "decline":
+        assert inbound.address is not None
+        backend.decline(client, inbound.address, now)
+        return None
+    if call == "forget_offer":
+        backend.forget_offer(client, now)
+        return None
+    raise AssertionError(f"unknown backend call {call}")
+
+
+def resolve(ask: Ask, backend: LeaseBackend, config: ServerConfig, now: float,
+            counters: Counters) -> Outcome:
+    """Run the backend call of `ask` and build the outcome; backend errors become drops."""
+    try:
+        result = call_backend(backend, ask, now)
+    except Exception:  # a backend bug must not kill the server; the client will retry
+        log.exception("lease backend failed on %s", ask.call)
+        counters.add("backend_errors")
+        return Drop(reason="backend_error")
+    outcome = answer(ask, result, config)  # type: ignore[arg-type]
+    count(outcome, counters)
+    return outcome
+
+
+def count(outcome: Outcome | Ask, counters: Counters) -> None:
+    if isinstance(outcome, Reply):
+        counters.add(outcome.counter)
+    elif isinstance(outcome, Drop):
+        counters.add("dropped_" + outcome.reason)
+    elif isinstance(outcome, Silence):
+        counters.add(outcome.reason)
+
+
+def prepare(data: bytes, *, interface: str | None, to_broadcast: bool | None,
+            config: ServerConfig, counters: Counters) -> Drop | Reply | Ask:
+    """Decode and plan one datagram (cheap, no backend): the receive loop's part."""
+    counters.add("received")
+    try:
+        packet = decode(data)
+    except MalformedPacket as exc:
+        counters.add("dropped_malformed")
+        log.debug("malformed packet dropped: %s", exc)
+        return Drop(reason="malformed")
+    try:
+        planned = plan(packet, interface=interface, config=config, to_broadcast=to_broadcast)
+    except Exception:  # a bug in the decisions must not kill the receive loop
+        log.exception("planning a reply failed")
+        counters.add("dropped_internal_error")
+        return Drop(reason="internal_error")
+    if not isinstance(planned, Ask):
+        count(planned, counters)
+    return planned
+
+
+def handle(data: bytes, *, interface: str | None, backend: LeaseBackend, config: ServerConfig,
+           now: float, counters: Counters, to_broadcast: bool | None = None) -> Outcome:
+    """The whole exchange for one datagram, synchronously (tests and inline servers)."""
+    planned = prepare(data, interface=interface, to_broadcast=to_broadcast, config=config,
+                      counters=counters)
+    if isinstance(planned, Ask):
+        return resolve(planned, backend, config, now, counters)
+    return planned

@@ -1,0 +1,351 @@
+"""The DHCP server's decisions (RFC 2131, 3046, 6842) as pure functions, without I/O.
+
+Two steps, h11 style: `plan()` reads a decoded request and says what to do — drop it, reply
+at once (INFORM, a NAK for a wrong network), or `Ask` the lease backend something; then
+`answer()` turns the backend's result into a reply or a deliberate silence. Where the reply
+goes (`destination()`) is decided here too. The I/O driver is `app.dhcp.handler.handle`.
+
+Which address a client gets is not decided here: that is the backend's job (`LeaseBackend`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from app.dhcp import options as opt
+from app.dhcp.backend import Binding, Client, Refusal
+from app.dhcp.codec import BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, ZERO_IP, DhcpPacket
+from app.dhcp.config import ServerConfig, SubnetConfig
+
+BROADCAST_IP = "255.255.255.255"
+SERVER_PORT = 67  # also the port a relay agent listens on (RFC 1542 §5.4)
+CLIENT_PORT = 68
+
+
+class Kind(enum.Enum):
+    """What a request means, after RFC 2131 §4.3.2's REQUEST state analysis."""
+
+    DISCOVER = "discover"
+    SELECTING = "selecting"  # REQUEST with our server id: the client took our offer
+    OTHER_SERVER = "other_server"  # REQUEST with another server's id
+    INIT_REBOOT = "init_reboot"  # REQUEST, no server id, requested address, no ciaddr
+    RENEWING = "renewing"  # REQUEST, ciaddr, unicast to us
+    REBINDING = "rebinding"  # REQUEST, ciaddr, broadcast (or relayed)
+    DECLINE = "decline"
+    RELEASE = "release"
+    INFORM = "inform"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Inbound:
+    """A request understood: its meaning, subnet and client; `address` is the one at stake."""
+
+    packet: DhcpPacket
+    kind: Kind
+    client: Client
+    address: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Drop:
+    """Not for us or not valid: no reply, counted under `reason`."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Silence:
+    """Handled, and RFC 2131 wants no reply (RELEASE, DECLINE, unknown INIT-REBOOT...)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reply:
+    """A packet to send to (address, port); `counter` is offers/acks/naks/informs."""
+
+    packet: DhcpPacket
+    address: str
+    port: int
+    counter: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ask:
+    """Call `backend.<call>(client, ...)` and pass the result to `answer()`."""
+
+    call: str  # offer | commit | renew | release | decline | forget_offer
+    inbound: Inbound
+
+
+Plan = Drop | Reply | Ask
+Outcome = Drop | Silence | Reply
+
+_REQUEST_TYPES = frozenset(
+    (opt.DISCOVER, opt.REQUEST, opt.DECLINE, opt.RELEASE, opt.INFORM)
+)
+
+
+def client_identity(packet: DhcpPacket) -> bytes:
+    """Option 61 if the client sent one, else hardware type + chaddr (RFC 2131 §4.2)."""
+    cid = packet.options.get(opt.CLIENT_ID)
+    if cid:
+        return cid
+    return bytes((packet.htype,)) + packet.chaddr
+
+
+def select_subnet(
+    packet: DhcpPacket, interface: str | None, hint: str | None, config: ServerConfig
+) -> SubnetConfig | None:
+    """giaddr's subnet for relayed traffic, else one attached to the receiving interface.
+
+    On an interface with several subnets (a shared network) the one holding `hint` (ciaddr
+    or the requested address) wins, else the first.
+    """
+    if packet.giaddr != ZERO_IP:
+        return config.subnet_of(packet.giaddr)
+    candidates = config.by_interface.get(interface or "", ())
+    if not candidates:
+        return None
+    if hint is not None and len(candidates) > 1:
+        for subnet in candidates:
+            if subnet.contains(hint):
+                return subnet
+    return candidates[0]
+
+
+def plan(
+    packet: DhcpPacket,
+    *,
+    interface: str | None,
+    config: ServerConfig,
+    to_broadcast: bool | None = None,
+) -> Plan:
+    """Decide what a received packet needs.
+
+    `interface` is the receiving interface; `to_broadcast` whether the datagram was sent to
+    a broadcast address (None if unknown), which tells RENEWING from REBINDING.
+    """
+    if packet.op != BOOTREQUEST:
+        return Drop(reason="not_request")
+    msg = packet.message_type
+    if msg is None:
+        return Drop(reason="no_message_type")  # plain BOOTP: not served
+    if msg not in _REQUEST_TYPES:
+        return Drop(reason="not_request")  # OFFER/ACK/NAK sent to a server, or unknown type
+    requested = packet.requested_ip
+    server_id = packet.server_id
+    ciaddr = packet.ciaddr if packet.ciaddr != ZERO_IP else None
+
+    if msg == opt.REQUEST:
+        if server_id is not None:
+            kind = Kind.SELECTING if server_id == config.server_id else Kind.OTHER_SERVER
+            if requested is None:
+                return Drop(reason="bad_request")  # SELECTING must name the address
+            address: str | None = requested
+        elif ciaddr is not None:
+            # RENEWING is unicast to us; REBINDING is broadcast, possibly via a relay.
+            relayed = packet.giaddr != ZERO_IP
+            kind = Kind.REBINDING if relayed or to_broadcast else Kind.RENEWING
+            address = ciaddr
+        elif requested is not None:
+            kind, address = Kind.INIT_REBOOT, requested
+        else:
+            return Drop(reason="bad_request")
+    elif msg == opt.DISCOVER:
+        kind, address = Kind.DISCOVER, requested
+    elif msg == opt.DECLINE:
+        if server_id is not None and server_id != config.server_id:
+            return Drop(reason="other_server")
+        if requested is None:
+            return Drop(reason="bad_request")
+        kind, address = Kind.DECLINE, requested
+    elif msg == opt.RELEASE:
+        if server_id is not None and server_id != config.server_id:
+            return Drop(reason="other_server")
+        if ciaddr is None:
+            return Drop(reason="bad_request")
+        kind, address = Kind.RELEASE, ciaddr
+    else:  # INFORM
+        if ciaddr is None:
+            return Drop(reason="bad_request")
+        kind, address = Kind.INFORM, ciaddr
+
+    subnet = select_subnet(packet, interface, address, config)
+    if subnet is None:
+        return Drop(reason="no_subnet")
+    client = Client(
+        subnet=subnet,
+        client_id=client_identity(packet),
+        chaddr=packet.chaddr,
+        hostname=packet.hostname,
+        relay_info=packet.relay_agent_info,
+    )
+    inbound = Inbound(packet=packet, kind=kind, client=client, address=address)
+
+    if kind is Kind.DISCOVER:
+        return Ask(call="offer", inbound=inbound)
+    if kind is Kind.SELECTING:
+        return Ask(call="commit", inbound=inbound)
+    if kind is Kind.OTHER_SERVER:
+        return Ask(call="forget_offer", inbound=inbound)
+    if kind in (Kind.INIT_REBOOT, Kind.RENEWING, Kind.REBINDING):
+        assert address is not None
+        if not subnet.contains(address):
+            # §4.3.2: the address is not on the client's network (it moved): NAK.
+            return nak(inbound, config, "address not on this network")
+        return Ask(call="renew", inbound=inbound)
+    if kind is Kind.DECLINE:
+        return Ask(call="decline", inbound=inbound)
+    if kind is Kind.RELEASE:
+        return Ask(call="release", inbound=inbound)
+    return inform(inbound, config)
+
+
+def answer(ask: Ask, result: Binding | Refusal | None, config: ServerConfig) -> Outcome:
+    """The reply (or silence) for the backend's `result` to `ask`."""
+    inbound = ask.inbound
+    call = ask.call
+    if call == "offer":
+        if isinstance(result, Binding):
+            return lease_reply(inbound, result, config, opt.OFFER)
+        return Silence(reason="no_offer")
+    if call in ("commit", "renew"):
+        if isinstance(result, Binding):
+            return lease_reply(inbound, result, config, opt.ACK)
+        if isinstance(result, Refusal):
+            return nak(inbound, config, result.reason)
+        if config.authoritative:
+            return nak(inbound, config, "no record of this client")
+        return Silence(reason="unknown_client")  # §4.3.2: another server may know it
+    if call == "release":
+        return Silence(reason="releases")
+    if call == "decline":
+        return Silence(reason="declines")
+    return Silence(reason="other_server")
+
+
+def _base_reply(request: DhcpPacket, *, yiaddr: str, ciaddr: str, flags: int,
+                options: Mapping[int, bytes]) -> DhcpPacket:
+    return DhcpPacket(
+        op=BOOTREPLY,
+        htype=request.htype,
+        hlen=request.hlen,
+        xid=request.xid,
+        flags=flags,
+        ciaddr=ciaddr,
+        yiaddr=yiaddr,
+        giaddr=request.giaddr,
+        chaddr=request.chaddr,
+        options=options,
+    )
+
+
+def _echo(request: DhcpPacket, options: dict[int, bytes]) -> None:
+    """Echo the client id (RFC 6842) and, last of all, option 82 unchanged (RFC 3046)."""
+    cid = request.options.get(opt.CLIENT_ID)
+    if cid is not None:
+        options[opt.CLIENT_ID] = cid
+    relay = request.options.get(opt.RELAY_AGENT_INFO)
+    if relay is not None:
+        options[opt.RELAY_AGENT_INFO] = relay
+
+
+def _parameters(request: DhcpPacket, subnet: SubnetConfig, options: dict[int, bytes],
+                hostname: str | None) -> None:
+    """Subnet options the client asked for in option 55, in its order; all if no list."""
+    available = subnet.parameters
+    prl = request.options.get(opt.PARAMETER_REQUEST_LIST)
+    if prl is None:
+        options.update(available)
+        return
+    for code in prl:
+        value = available.get(code)
+        if value is not None:
+            options[code] = value
+        elif code == opt.HOSTNAME and hostname:
+            options[code] = hostname.encode()
+
+
+def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
+                message_type: int) -> Reply:
+    """OFFER or ACK carrying a lease (RFC 2131 table 3)."""
+    request = inbound.packet
+    subnet = inbound.client.subnet
+    lease = binding.lease_time
+    t1, t2 = subnet.timers(lease)
+    options: dict[int, bytes] = {
+        opt.MESSAGE_TYPE: bytes((message_type,)),
+        opt.SERVER_ID: opt.ip(config.server_id),
+        opt.LEASE_TIME: opt.u32(lease),
+        opt.RENEWAL_TIME: opt.u32(t1),
+        opt.REBINDING_TIME: opt.u32(t2),
+    }
+    _parameters(request, subnet, options, binding.hostname)
+    _echo(request, options)
+    packet = _base_reply(
+        request,
+        yiaddr=binding.address,
+        # ciaddr is echoed in an ACK (RENEWING/REBINDING), zero in an OFFER.
+        ciaddr=request.ciaddr if message_type == opt.ACK else ZERO_IP,
+        flags=request.flags,
+        options=options,
+    )
+    address, port = destination(request, message_type)
+    counter = "offers" if message_type == opt.OFFER else "acks"
+    return Reply(packet=packet, address=address, port=port, counter=counter)
+
+
+def inform(inbound: Inbound, config: ServerConfig) -> Reply:
+    """ACK to an INFORM: configuration only, no lease time, no binding (§4.3.5)."""
+    request = inbound.packet
+    options: dict[int, bytes] = {
+        opt.MESSAGE_TYPE: bytes((opt.ACK,)),
+        opt.SERVER_ID: opt.ip(config.server_id),
+    }
+    _parameters(request, inbound.client.subnet, options, None)
+    _echo(request, options)
+    packet = _base_reply(request, yiaddr=ZERO_IP, ciaddr=request.ciaddr, flags=request.flags,
+                         options=options)
+    address, port = destination(request, opt.ACK)
+    return Reply(packet=packet, address=address, port=port, counter="informs")
+
+
+def nak(inbound: Inbound, config: ServerConfig, reason: str) -> Reply:
+    """DHCPNAK (§4.3.2, table 3): no addresses; broadcast bit set when relayed (§4.1)."""
+    request = inbound.packet
+    options: dict[int, bytes] = {
+        opt.MESSAGE_TYPE: bytes((opt.NAK,)),
+        opt.SERVER_ID: opt.ip(config.server_id),
+        opt.MESSAGE: reason.encode()[:255],
+    }
+    _echo(request, options)
+    flags = request.flags
+    if request.giaddr != ZERO_IP:
+        flags |= BROADCAST_FLAG  # the relay must broadcast it to the client
+    packet = _base_reply(request, yiaddr=ZERO_IP, ciaddr=ZERO_IP, flags=flags, options=options)
+    address, port = destination(request, opt.NAK)
+    return Reply(packet=packet, address=address, port=port, counter="naks")
+
+
+def destination(request: DhcpPacket, message_type: int) -> tuple[str, int]:
+    """Where a reply goes (RFC 2131 §4.1), in this order:
+
+    1. giaddr set: to the relay, port 67;
+    2. a NAK otherwise: broadcast (the client's address is in doubt);
+    3. ciaddr set: unicast to it (RENEWING, REBINDING, INFORM);
+    4. broadcast bit set: broadcast;
+    5. else the RFC wants a unicast to yiaddr at chaddr. The client has no address yet and
+       will not answer ARP, so that needs an ARP entry written by hand or a raw socket; with
+       a plain UDP socket it is impossible, so we broadcast (as Kea does in UDP mode). All
+       clients accept a broadcast reply.
+    """
+    if request.giaddr != ZERO_IP:
+        return request.giaddr, SERVER_PORT
+    if message_type == opt.NAK:
+        return BROADCAST_IP, CLIENT_PORT
+    if request.ciaddr != ZERO_IP:
+        return request.ciaddr, CLIENT_PORT
+    return BROADCAST_IP, CLIENT_PORT

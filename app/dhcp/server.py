@@ -1,0 +1,309 @@
+"""The DHCPv4 server's socket adapter: receive, hand to the RFC logic, send the reply.
+
+One UDP socket on 0.0.0.0:PORT bound to one interface (`SO_BINDTODEVICE`: without it a
+broadcast reply fails with ENETUNREACH, and we would answer on interfaces we do not serve).
+Relays reach it on the same port (giaddr set) and get replies on port 67.
+
+Threads: one receive loop decodes and plans every datagram (cheap, pure); backend calls,
+which may block up to the lease process's patience, run on a small `ThreadPoolExecutor`
+(`ServerConfig.workers`), so one slow client never stalls the loop. At most
+`ServerConfig.max_pending` calls wait for a worker; beyond that new requests are dropped and
+counted (`dropped_overload`): the client retransmits, which beats an unbounded queue of
+stale requests. `workers=0` runs backend calls inline (only for backends that never block,
+such as `MemoryLeaseBackend`, where the thread hand-off costs more than the call).
+
+Run it from a shell (with the in-memory backend, for tests and benchmarks):
+
+    python -m app.dhcp.server --interface IF [--port 67] --subnet CIDR --pool FIRST-LAST \
+        [--subnet CIDR --pool FIRST-LAST ...] [--gateway IP] [--dns IP,IP] \
+        [--lease-time S] [--server-id IP] [--authoritative] [--offer-lifetime S] \
+        [--workers N] [--stats-file FILE] [--log-level LEVEL]
+
+Every `--subnet` (with its `--pool`, in order) is attached to IF and is also selected for
+relayed traffic whose giaddr lies in it (perfdhcp relays from its own address). The server
+id defaults to IF's IPv4 address. It prints `listening on IF:PORT` once the socket is bound,
+stops on SIGTERM/SIGINT, and prints its counters as one JSON line on exit (also written to
+`--stats-file`, with the bindings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from app.dhcp.backend import LeaseBackend
+from app.dhcp.codec import encode
+from app.dhcp.config import ServerConfig, SubnetConfig
+from app.dhcp.errors import ConfigError, DhcpError
+from app.dhcp.handler import Counters, prepare, resolve
+from app.dhcp.rfc2131 import Ask, Reply
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 4096  # larger than MAX_PACKET_SIZE, so an oversized datagram is seen (and dropped)
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+_SO_RCVBUFFORCE = 33
+_CMSG_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
+_LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+_POLL_SECONDS = 0.25  # how quickly the receive loop notices stop()
+
+
+def open_socket(interface: str, port: int = 67) -> socket.socket:
+    """A UDP socket on 0.0.0.0:port that only sees (and sends on) `interface`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode())
+        # The destination address tells RENEWING (unicast) from REBINDING (broadcast).
+        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+        # Bursts (perfdhcp, a rack booting) must wait in the kernel, not be lost there.
+        for option in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+                break
+            except OSError:
+                continue
+        sock.bind(("0.0.0.0", port))  # noqa: S104 - a DHCP server must hear broadcasts
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def interface_address(interface: str) -> str:
+    """The IPv4 address of `interface` (SIOCGIFADDR), the natural server identifier."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("256s", interface.encode()[:15])
+        try:
+            answer = fcntl.ioctl(probe.fileno(), 0x8915, request)  # SIOCGIFADDR
+        except OSError as exc:
+            raise ConfigError(f"interface {interface} has no IPv4 address: {exc}") from exc
+    return socket.inet_ntoa(answer[20:24])
+
+
+class DhcpServer:
+    """`start()` opens the socket (unless one is given) and runs; `stop()` ends cleanly."""
+
+    def __init__(
+        self,
+        *,
+        interface: str,
+        config: ServerConfig,
+        backend: LeaseBackend,
+        port: int = 67,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.interface = interface
+        self.config = config
+        self.backend = backend
+        self.port = port
+        self.counters = Counters()
+        self._sock = sock
+        self._own_socket = sock is None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(config.max_pending)
+
+    def start(self) -> None:
+        if self._sock is None:
+            self._sock = open_socket(self.interface, self.port)
+        self._sock.settimeout(_POLL_SECONDS)
+        if self.config.workers > 0:
+            self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="dhcp")
+        self._thread = threading.Thread(target=self._loop, name="dhcp-recv", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_socket and self._sock is not None:
+            self._sock.close()
+
+    def __enter__(self) -> DhcpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the receive loop ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        stop = self._stop
+        while not stop.is_set():
+            try:
+                data, ancdata, _flags, _peer = sock.recvmsg(RECV_SIZE, _CMSG_SIZE)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if stop.is_set():
+                    return
+                self.counters.add("receive_errors")
+                log.warning("receive failed: %s", exc)
+                continue
+            try:
+                self._dispatch(data, ancdata)
+            except Exception:  # nothing a packet does may end the loop
+                self.counters.add("dropped_internal_error")
+                log.exception("unexpected error handling a packet")
+
+    def _dispatch(self, data: bytes, ancdata: list[tuple[int, int, bytes]]) -> None:
+        to_broadcast: bool | None = None
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(value) >= 12:
+                to_broadcast = value[8:12] == _LIMITED_BROADCAST
+        planned = prepare(data, interface=self.interface, to_broadcast=to_broadcast,
+                          config=self.config, counters=self.counters)
+        if isinstance(planned, Reply):
+            self._send(planned)
+        elif isinstance(planned, Ask):
+            if self._pool is None:
+                self._finish(planned, release=False)
+            elif self._slots.acquire(blocking=False):
+                self._pool.submit(self._finish, planned, release=True)
+            else:
+                self.counters.add("dropped_overload")
+
+    def _finish(self, ask: Ask, release: bool) -> None:
+        try:
+            outcome = resolve(ask, self.backend, self.config, time.time(), self.counters)
+            if isinstance(outcome, Reply):
+                self._send(outcome)
+        except Exception:
+            self.counters.add("dropped_internal_error")
+            log.exception("unexpected error finishing a request")
+        finally:
+            if release:
+                self._slots.release()
+
+    def _send(self, reply: Reply) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.sendto(encode(reply.packet), (reply.address, reply.port))
+        except (OSError, DhcpError) as exc:
+            self.counters.add("send_errors")
+            log.debug("sending to %s:%s failed: %s", reply.address, reply.port, exc)
+        else:
+            self.counters.add("sent")
+
+
+def serve(interface: str, port: int, backend: LeaseBackend, config: ServerConfig,
+          stop_event: threading.Event) -> Counters:
+    """Run until `stop_event` is set; return the counters."""
+    server = DhcpServer(interface=interface, config=config, backend=backend, port=port)
+    server.start()
+    try:
+        stop_event.wait()
+    finally:
+        server.stop()
+    return server.counters
+
+
+# -- python -m app.dhcp.server --------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.dhcp.server",
+        description="Leaseflow's DHCPv4 server with the in-memory lease backend.",
+    )
+    parser.add_argument("--interface", required=True)
+    parser.add_argument("--port", type=int, default=67)
+    parser.add_argument("--subnet", action="append", required=True, help="CIDR (repeatable)")
+    parser.add_argument("--pool", action="append", required=True,
+                        help="FIRST-LAST, one per --subnet, in order")
+    parser.add_argument("--gateway", action="append", default=[],
+                        help="router option, one per --subnet (optional)")
+    parser.add_argument("--dns", default="", help="comma-separated DNS servers")
+    parser.add_argument("--lease-time", type=int, default=3600)
+    parser.add_argument("--server-id", default=None)
+    parser.add_argument("--authoritative", action="store_true")
+    parser.add_argument("--offer-lifetime", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="backend threads (0: inline, fine for the memory backend)")
+    parser.add_argument("--stats-file", type=Path, default=None)
+    parser.add_argument("--log-level", default="WARNING")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    if len(args.pool) != len(args.subnet):
+        raise ConfigError("give exactly one --pool per --subnet")
+    dns = tuple(s for s in args.dns.split(",") if s)
+    subnets = []
+    for i, (cidr, pool) in enumerate(zip(args.subnet, args.pool, strict=True)):
+        first, sep, last = pool.partition("-")
+        if not sep:
+            raise ConfigError(f"pool {pool!r} is not FIRST-LAST")
+        gateway = args.gateway[i] if i < len(args.gateway) else None
+        subnets.append(SubnetConfig(cidr=cidr, pool=(first, last), gateway=gateway, dns=dns,
+                                    lease_time=args.lease_time, interface=args.interface))
+    server_id = args.server_id or interface_address(args.interface)
+    return ServerConfig(server_id=server_id, subnets=tuple(subnets),
+                        authoritative=args.authoritative, offer_lifetime=args.offer_lifetime,
+                        workers=args.workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.dhcp.memory import MemoryLeaseBackend
+
+    try:
+        config = build_config(args)
+        backend = MemoryLeaseBackend(offer_lifetime=config.offer_lifetime,
+                                     decline_probation=config.decline_probation)
+        server = DhcpServer(interface=args.interface, config=config, backend=backend,
+                            port=args.port)
+        server.start()
+    except (DhcpError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"listening on {args.interface}:{args.port} as {config.server_id}", flush=True)
+    while not stop.wait(0.5):
+        if args.stats_file is not None:
+            _write_stats(args.stats_file, server, backend)
+    server.stop()
+    if args.stats_file is not None:
+        _write_stats(args.stats_file, server, backend)
+    print(json.dumps(server.counters.snapshot(), sort_keys=True), flush=True)
+    return 0
+
+
+def _write_stats(path: Path, server: DhcpServer, backend: object) -> None:
+    bindings = getattr(backend, "bindings", None)
+    stats = {
+        "counters": server.counters.snapshot(),
+        "bindings": bindings(time.time()) if bindings is not None else {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(stats, sort_keys=True))
+    tmp.replace(path)  # readers never see half a file
+
+
+if __name__ == "__main__":
+    sys.exit(main())
