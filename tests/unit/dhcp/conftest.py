@@ -86,3 +86,9 @@ def dhcp_client(config: ServerConfig, backend: MemoryLeaseBackend) -> DhcpClient
 @pytest.fixture
 def make_request() -> Callable[..., DhcpPacket]:
     return request
+
+
+@pytest.fixture
+def dhcp_client_for() -> Callable[[ServerConfig, MemoryLeaseBackend], DhcpClientDriver]:
+    """A driver against another config (e.g. `authoritative=True`)."""
+    return DhcpClientDriver
