@@ -105,7 +105,12 @@ def prepare(data: bytes, *, interface: str | None, to_broadcast: bool | None,
         log.exception("planning a reply failed")
         counters.add("dropped_internal_error")
         return Drop(reason="internal_error")
-    if not isinstance(planned, Ask):
+    if isinstance(planned, Ask):
+        # requests_<kind>: tells a RENEWING from a REBINDING or an INIT-REBOOT in the stats.
+        counters.add("requests_" + planned.inbound.kind.value)
+    else:
+        if isinstance(planned, Reply) and planned.kind is not None:
+            counters.add("requests_" + planned.kind.value)
         count(planned, counters)
     return planned
 

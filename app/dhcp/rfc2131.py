@@ -70,6 +70,7 @@ class Reply:
     address: str
     port: int
     counter: str
+    kind: Kind | None = None  # what the request was, for the per-kind counters
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -295,7 +296,7 @@ def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
     )
     address, port = destination(request, message_type)
     counter = "offers" if message_type == opt.OFFER else "acks"
-    return Reply(packet=packet, address=address, port=port, counter=counter)
+    return Reply(packet=packet, address=address, port=port, counter=counter, kind=inbound.kind)
 
 
 def inform(inbound: Inbound, config: ServerConfig) -> Reply:
@@ -310,7 +311,7 @@ def inform(inbound: Inbound, config: ServerConfig) -> Reply:
     packet = _base_reply(request, yiaddr=ZERO_IP, ciaddr=request.ciaddr, flags=request.flags,
                          options=options)
     address, port = destination(request, opt.ACK)
-    return Reply(packet=packet, address=address, port=port, counter="informs")
+    return Reply(packet=packet, address=address, port=port, counter="informs", kind=inbound.kind)
 
 
 def nak(inbound: Inbound, config: ServerConfig, reason: str) -> Reply:
@@ -327,7 +328,7 @@ def nak(inbound: Inbound, config: ServerConfig, reason: str) -> Reply:
         flags |= BROADCAST_FLAG  # the relay must broadcast it to the client
     packet = _base_reply(request, yiaddr=ZERO_IP, ciaddr=ZERO_IP, flags=flags, options=options)
     address, port = destination(request, opt.NAK)
-    return Reply(packet=packet, address=address, port=port, counter="naks")
+    return Reply(packet=packet, address=address, port=port, counter="naks", kind=inbound.kind)
 
 
 def destination(request: DhcpPacket, message_type: int) -> tuple[str, int]:
