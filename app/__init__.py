@@ -1,1 +1,105 @@
-"""Leaseflow: conflict-free DHCP leases whose lifecycle is a BPMN process."""
+"""Leaseflow: conflict-free DHCP leases whose lifecycle is a BPMN process.
+
+`create_app()` is the WSGI factory (`gunicorn 'app:create_app()'`). It binds the extensions,
+the API and the job transport: an in-process worker on the embedded default
+(`LEASEFLOW_BROKER_URL=memory://`), Celery over Redis otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from .config import Settings
+from .extensions import db, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _database_uri(url: str) -> str:
+    """Relative SQLite paths are relative to the working directory (as the README says)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = Path(os.getcwd(), url[len(prefix):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
+def _sqlite_immediate(engine: Engine) -> None:
+    """SQLite: one writer at a time, taken at BEGIN (no lock upgrades that deadlock), WAL."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_app(config: dict[str, Any] | None = None, *, start_background: bool = False,
+               settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env(**(config or {}))
+    app = Flask(__name__, template_folder=str(ROOT / "templates"))
+    uri = _database_uri(settings.database_url)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if uri.startswith("sqlite"):
+        options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        options.update(pool_size=10, max_overflow=20)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=uri,
+        SQLALCHEMY_ENGINE_OPTIONS=options,
+        LEASEFLOW=settings,
+        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=8 * 1024 * 1024,
+    )
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    with app.app_context():
+        if uri.startswith("sqlite"):
+            _sqlite_immediate(db.engine)
+
+    from .web import init_app as init_web
+
+    init_web(app)
+    if start_background:
+        start_transport(app)
+    logging.getLogger("SpiffWorkflow").setLevel(logging.WARNING)
+    return app
+
+
+def start_transport(app: Flask, *, local_workers: int | None = None) -> None:
+    """Install how committed jobs reach workers in this process."""
+    from .services import dispatch
+
+    settings: Settings = app.config["LEASEFLOW"]
+    if settings.embedded_broker:
+        from workers.jobs import run_jobs
+
+        def run(ids: list[int]) -> None:
+            with app.app_context():
+                run_jobs(ids)
+
+        threads = local_workers if local_workers is not None else settings.local_workers
+        dispatch.install(dispatch.LocalTransport(run, threads=threads,
+                                                 batch=settings.batch_size))
+    else:
+        from workers.celery_app import make_celery
+
+        celery = app.extensions.get("celery") or make_celery(app)
+        dispatch.install(dispatch.CeleryTransport(celery, settings.broker_url,
+                                                  batch=settings.batch_size))

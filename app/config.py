@@ -1,0 +1,75 @@
+"""Settings from the environment (`LEASEFLOW_*`, SPEC §4), with the embedded defaults.
+
+One frozen object so every edge (web, worker, DHCP server, CLI) reads configuration the same
+way; a `.env` file in the working directory is read too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PREFIX = "LEASEFLOW_"
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    database_url: str = "sqlite:///instance/leaseflow.db"
+    broker_url: str = "memory://"
+    chain_url: str = "embedded://"
+    dhcp_backend: str = "builtin"
+    kea_url: str = ""
+    kubeconfig: str = ""
+    secret_key: str = ""
+    admin_password: str = ""
+    api_token: str = ""
+    http: str = "127.0.0.1:8080"
+    dhcp_interface: str = ""
+    dhcp_port: int = 67
+    # Engine and worker tuning (extensions of SPEC §4).
+    job_timeout: float = 30.0  # a job not done by then is handed to another worker
+    tick_interval: float = 1.0  # how often the ticker re-queues stale jobs and wakes timers
+    local_workers: int = 1  # threads of the in-process worker (memory:// broker)
+    batch_size: int = 64  # jobs per Celery message / per worker transaction
+    default_lease_time: int = 3600
+    generated: tuple[str, ...] = field(default=())  # names of secrets generated this run
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = _read_dotenv(Path(".env"))
+        env.update(environ if environ is not None else os.environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "generated":
+                continue
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = type(f.default)(raw) if f.default is not None else raw
+        values.update(overrides)
+        generated = []
+        for name in ("secret_key", "admin_password", "api_token"):
+            if not values.get(name):
+                values[name] = secrets.token_urlsafe(24)
+                generated.append(name)
+        values["generated"] = tuple(generated)
+        return cls(**values)  # type: ignore[arg-type]

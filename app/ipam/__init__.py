@@ -1,0 +1,1 @@
+"""IP address management: subnets, pools and the choice of addresses (pure domain)."""

@@ -1,0 +1,82 @@
+"""Which address to try next: the allocator's decisions, without I/O.
+
+The database has the last word (a partial unique index admits one holder per address); this
+module only proposes candidates in an order that keeps concurrent allocators from all
+fighting for the lowest free address: the client's current or previous address first, then
+the requested one, then random probes, then a random pick from the exact free list.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+
+from .addresses import PoolRange
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    ranges: tuple[PoolRange, ...]
+    excluded: frozenset[int] = frozenset()
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.ranges) - sum(
+            1 for a in self.excluded if any(a in r for r in self.ranges))
+
+    def __contains__(self, address: object) -> bool:
+        return (isinstance(address, int) and address not in self.excluded
+                and any(address in r for r in self.ranges))
+
+    def nth(self, index: int) -> int:
+        for r in self.ranges:
+            if index < r.size:
+                return r.first + index
+            index -= r.size
+        raise IndexError(index)
+
+    def addresses(self) -> Iterator[int]:
+        for r in self.ranges:
+            for address in range(r.first, r.last + 1):
+                if address not in self.excluded:
+                    yield address
+
+
+def preferred(pool: Pool, *, current: int | None, previous: int | None,
+              requested: int | None) -> list[int]:
+    """Addresses the client should get if free, best first (RFC 2131 §4.3.1 order)."""
+    out: list[int] = []
+    for candidate in (current, previous, requested):
+        if candidate is not None and candidate in pool and candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def random_probes(pool: Pool, count: int, rng: random.Random) -> list[int]:
+    """Up to `count` distinct random pool addresses (the cheap first try under contention)."""
+    total = sum(r.size for r in pool.ranges)
+    if total == 0:
+        return []
+    picks: list[int] = []
+    seen: set[int] = set()
+    for _ in range(count * 2):
+        address = pool.nth(rng.randrange(total))
+        if address in pool.excluded or address in seen:
+            continue
+        seen.add(address)
+        picks.append(address)
+        if len(picks) == count:
+            break
+    return picks
+
+
+def free_candidates(pool: Pool, taken: Collection[int], count: int,
+                    rng: random.Random) -> list[int]:
+    """Random addresses from the exact free list; empty means the pool is exhausted."""
+    free: Sequence[int] = [a for a in pool.addresses() if a not in taken]
+    if len(free) <= count:
+        shuffled = list(free)
+        rng.shuffle(shuffled)
+        return shuffled
+    return rng.sample(free, count)

@@ -1,0 +1,1 @@
+"""The lease: its states and the transitions between them (pure domain)."""

@@ -1,0 +1,96 @@
+"""The catalogue of service-task operations (`GET /api/v1/operations`, the modeler's palette).
+
+An operation is a name, a parameter schema and a handler that calls one service. Handlers run
+inside the worker's transaction and never commit. They signal failure with `BusinessError`
+(the BPMN error path at once: address taken, pool exhausted) or `TransientError` (retried
+with backoff by the job runner: a peer down, a timeout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
+PARAM_TYPES = ("str", "int", "float", "bool", "dict", "list", "any")
+
+
+class OperationError(Exception):
+    kind = "transient"
+
+    def __init__(self, message: str, *, code: str = "operation_failed",
+                 details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = dict(details or {})
+
+
+class BusinessError(OperationError):
+    kind = "business"
+
+
+class TransientError(OperationError):
+    kind = "transient"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    name: str
+    description: str
+    params: Mapping[str, str]  # name -> one of PARAM_TYPES
+    required: frozenset[str]
+    handler: Handler
+    queue: str = "default"  # worker queue; "default" jobs may run ahead in the same worker
+    errors: tuple[str, ...] = field(default=())  # business error codes it may raise
+
+    def __post_init__(self) -> None:
+        for name, kind in self.params.items():
+            if kind not in PARAM_TYPES:
+                raise ValueError(f"{self.name}: parameter {name} has unknown type {kind}")
+        if not self.required <= set(self.params):
+            raise ValueError(f"{self.name}: required parameters must be declared")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "queue": self.queue,
+            "errors": list(self.errors),
+            "parameters": {
+                "type": "object",
+                "properties": {n: {"type": t} for n, t in self.params.items()},
+                "required": sorted(self.required),
+            },
+        }
+
+
+REGISTRY: dict[str, Operation] = {}
+
+
+def register(name: str, *, description: str, params: Mapping[str, str],
+             required: set[str] | frozenset[str] = frozenset(), queue: str = "default",
+             errors: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+    def wrap(handler: Handler) -> Handler:
+        REGISTRY[name] = Operation(name=name, description=description, params=dict(params),
+                                   required=frozenset(required), handler=handler, queue=queue,
+                                   errors=errors)
+        return handler
+    return wrap
+
+
+def get(name: str) -> Operation:
+    load_all()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BusinessError(f"unknown operation {name!r}", code="unknown_operation") from None
+
+
+def catalogue() -> list[dict[str, Any]]:
+    load_all()
+    return [REGISTRY[name].describe() for name in sorted(REGISTRY)]
+
+
+def load_all() -> None:
+    """Import the modules that register operations (once)."""
+    from . import dhcp_ops, ipam_ops, ledger_ops  # noqa: F401

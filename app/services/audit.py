@@ -1,0 +1,46 @@
+"""The hash-chained audit log (the ledger's rows), appended in commit order.
+
+Entries collected during a transaction are written at its end: lock the single ledger-head
+row, chain each entry's hash to the previous one, move the head. The lock serializes
+appenders only for that last moment of each transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..ledger import GENESIS_HASH, canonical_json, row_hash
+from ..models import AuditEntry, LedgerHead
+
+
+def _head() -> LedgerHead:
+    head = db.session.execute(
+        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()).scalar_one_or_none()
+    if head is None:
+        head = LedgerHead(id=1, seq=0, hash=GENESIS_HASH)
+        db.session.add(head)
+        db.session.flush()
+    return head
+
+
+def flush(entries: Sequence[dict[str, Any]]) -> None:
+    if not entries:
+        return
+    head = _head()
+    seq, prev = head.seq, head.hash
+    rows = []
+    for entry in entries:
+        seq += 1
+        payload = canonical_json({"kind": entry["kind"], "subject": entry["subject"],
+                                  "actor": entry["actor"], "data": entry["payload"]})
+        digest = row_hash(prev, seq, payload)
+        rows.append({"seq": seq, "actor": entry["actor"], "kind": entry["kind"],
+                     "subject": entry["subject"], "payload": payload, "prev_hash": prev,
+                     "hash": digest})
+        prev = digest
+    db.session.execute(AuditEntry.__table__.insert(), rows)
+    head.seq, head.hash = seq, prev

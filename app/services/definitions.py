@@ -1,0 +1,112 @@
+"""Process definitions: versions of BPMN documents, one active per key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..engine import runtime
+from ..errors import Invalid, NotFound
+from ..extensions import db
+from ..models import ProcessDefinition
+from . import uow
+
+PROCESSES_DIR = Path(__file__).resolve().parents[2] / "processes"
+DEFAULT_KEY = "lease_lifecycle"
+
+
+def store(xml: str, *, author: str, activate: bool = True) -> ProcessDefinition:
+    """A new version of the document's process (after it parsed), optionally active."""
+    try:
+        spec = runtime.load_spec(xml)
+    except runtime.DefinitionError as exc:
+        raise Invalid(str(exc), code="invalid_bpmn", details=[{"message": str(exc)}]) from None
+    digest = runtime.checksum(xml)
+    latest = db.session.execute(select(func.max(ProcessDefinition.version))
+                                .where(ProcessDefinition.key == spec.key)).scalar_one()
+    definition = ProcessDefinition(key=spec.key, version=(latest or 0) + 1, xml=xml,
+                                   checksum=digest, author=author, active=False)
+    db.session.add(definition)
+    db.session.flush()
+    uow.record(kind="process.store", subject=f"{spec.key}/v{definition.version}", actor=author,
+               payload={"checksum": digest})
+    if activate:
+        deploy(spec.key, definition.version, actor=author)
+    return definition
+
+
+def deploy(key: str, version: int, *, actor: str) -> ProcessDefinition:
+    target = get_version(key, version)
+    previous = active(key, required=False)
+    for row in db.session.execute(select(ProcessDefinition).where(
+            ProcessDefinition.key == key, ProcessDefinition.active.is_(True))).scalars():
+        row.active = False
+    target.active = True
+    uow.record(kind="process.deploy", subject=f"{key}/v{version}", actor=actor,
+               payload={"before": previous.version if previous else None, "after": version})
+    return target
+
+
+def get_version(key: str, version: int) -> ProcessDefinition:
+    row = db.session.execute(select(ProcessDefinition).where(
+        ProcessDefinition.key == key, ProcessDefinition.version == version)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no version {version} of process {key}", code="unknown_process")
+    return row
+
+
+def active(key: str = DEFAULT_KEY, *, required: bool = True) -> ProcessDefinition:
+    row = db.session.execute(select(ProcessDefinition).where(
+        ProcessDefinition.key == key, ProcessDefinition.active.is_(True))).scalar_one_or_none()
+    if row is None and required:
+        raise NotFound(f"process {key} has no active version", code="unknown_process")
+    return row  # type: ignore[return-value]
+
+
+def spec_of(definition: ProcessDefinition) -> runtime.ProcessSpec:
+    return runtime.load_spec(definition.xml, definition.key)
+
+
+def ensure_default(*, actor: str = "system") -> ProcessDefinition:
+    """Load the shipped default process on first start (and ship-updates as new versions)."""
+    xml = (PROCESSES_DIR / f"{DEFAULT_KEY}.bpmn").read_text()
+    current = active(DEFAULT_KEY, required=False)
+    if current is not None:
+        return current
+    return store(xml, author=actor)
+
+
+def listing() -> list[dict[str, Any]]:
+    rows = db.session.execute(select(ProcessDefinition).order_by(
+        ProcessDefinition.key, ProcessDefinition.version)).scalars()
+    return [describe(r) for r in rows]
+
+
+def describe(row: ProcessDefinition) -> dict[str, Any]:
+    return {"key": row.key, "version": row.version, "checksum": row.checksum,
+            "active": row.active, "author": row.author, "created_at": row.created_at.isoformat()}
+
+
+def validate(xml: bytes) -> Any:
+    """Check an untrusted upload: safe parse, schema, platform rules (engine.validation)."""
+    from .. import operations
+    from ..engine.validation import OperationSchema, validate_bpmn
+
+    catalogue = {op["name"]: OperationSchema(
+        name=op["name"], params={k: v["type"] for k, v in op["parameters"]["properties"].items()},
+        required=frozenset(op["parameters"]["required"])) for op in operations.catalogue()}
+    return validate_bpmn(xml, catalogue)
+
+
+def upload(xml: bytes, *, author: str, activate: bool = False) -> ProcessDefinition:
+    """Validate and store a new version; 422 with every problem found, nothing stored."""
+    report = validate(xml)
+    if not report.ok:
+        raise Invalid("the process has problems; nothing was stored", code="invalid_bpmn",
+                      details=[{"element": p.element_id, "code": p.code, "message": p.message}
+                               for p in report.problems])
+    canonical = report.canonical_xml
+    text = canonical.decode() if isinstance(canonical, bytes) else str(canonical)
+    return store(text, author=author, activate=activate)

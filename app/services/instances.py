@@ -1,0 +1,384 @@
+"""Process instances: start, resume with job results, messages, people and timers.
+
+Every change follows one pattern: lock the instance row, restore its workflow (from the
+in-process cache when the version matches), let the engine step, and persist the report —
+the new workflow state, the outbox jobs for parked service tasks, the open human tasks and
+the next wake-up — in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..engine import runtime
+from ..errors import Conflict, Invalid, NotFound
+from ..extensions import db
+from ..ipam.addresses import IpamError, parse_address
+from ..models import HumanTask, ProcessInstance, ServiceJob, utcnow
+from . import definitions, subnets, uow
+
+log = logging.getLogger(__name__)
+FINAL = frozenset({"completed", "refused", "aborted", "failed"})
+ACTIONS = ("retry", "alternative", "abort")
+_jitter = random.Random()
+
+# Restoring a workflow costs more than stepping it; keep recent ones, keyed by row version.
+_cache: OrderedDict[int, tuple[int, Any]] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 4096
+
+
+def _cached(instance: ProcessInstance) -> Any | None:
+    with _cache_lock:
+        entry = _cache.pop(instance.id, None)
+    if entry is not None and entry[0] == instance.version:
+        return entry[1]
+    return None
+
+
+def _remember(instance: ProcessInstance, workflow: Any) -> None:
+    with _cache_lock:
+        _cache[instance.id] = (instance.version, workflow)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def lock(instance_id: int) -> ProcessInstance:
+    instance = db.session.execute(
+        select(ProcessInstance).where(ProcessInstance.id == instance_id)
+        .with_for_update(of=ProcessInstance).execution_options(populate_existing=True)
+    ).unique().scalar_one_or_none()
+    if instance is None:
+        raise NotFound(f"no instance {instance_id}", code="unknown_instance")
+    return instance
+
+
+def lock_many(instance_ids: Sequence[int]) -> dict[int, ProcessInstance]:
+    rows = db.session.execute(
+        select(ProcessInstance).where(ProcessInstance.id.in_(sorted(set(instance_ids))))
+        .order_by(ProcessInstance.id).with_for_update(of=ProcessInstance)
+        .execution_options(populate_existing=True)).unique().scalars()
+    return {row.id: row for row in rows}
+
+
+def workflow_of(instance: ProcessInstance) -> Any:
+    workflow = _cached(instance)
+    if workflow is None:
+        workflow = runtime.restore(definitions.spec_of(instance.definition), instance.workflow)
+    return workflow
+
+
+# --- starting ------------------------------------------------------------------------------
+
+
+def _text(body: Mapping[str, Any], name: str, *, required: bool = False,
+          limit: int = 255) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise Invalid(f"{name} is required", code="invalid_request",
+                          details=[{"field": name, "message": "required"}])
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise Invalid(f"{name} must be text of at most {limit} characters",
+                      code="invalid_request", details=[{"field": name, "message": "not text"}])
+    return value
+
+
+def lease_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated `lease_request` process variable of `POST /leases`."""
+    if not isinstance(body, Mapping):
+        raise Invalid("the request body must be a JSON object", code="invalid_request")
+    known = {"subnet", "client_id", "hostname", "owner", "requested_ip", "hwaddr"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}", code="invalid_request",
+                      details=[{"field": f, "message": "unknown field"} for f in unknown])
+    subnet_ref = body.get("subnet")
+    if not isinstance(subnet_ref, str | int) or isinstance(subnet_ref, bool):
+        raise Invalid("subnet is required (a CIDR or an id)", code="invalid_request",
+                      details=[{"field": "subnet", "message": "required"}])
+    try:
+        subnet = subnets.resolve(subnet_ref)
+    except NotFound as exc:
+        raise Invalid(exc.message, code="unknown_subnet",
+                      details=[{"field": "subnet", "message": exc.message}]) from None
+    request = {"subnet": subnet.cidr, "client_id": _text(body, "client_id", required=True),
+               "hostname": _text(body, "hostname"), "owner": _text(body, "owner"),
+               "hwaddr": _text(body, "hwaddr", limit=64),
+               "requested_ip": _text(body, "requested_ip", limit=15)}
+    if request["requested_ip"]:
+        try:
+            parse_address(request["requested_ip"], field="requested_ip")
+        except IpamError as exc:
+            raise Invalid(str(exc), code="invalid_request",
+                          details=[{"field": "requested_ip", "message": str(exc)}]) from None
+    request["_subnet_id"] = subnet.id
+    return request
+
+
+def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
+    request = lease_request(body)
+    subnet_id = request.pop("_subnet_id")
+    definition = definitions.active()
+    instance = ProcessInstance(definition_id=definition.id, definition=definition,
+                               state="running", request=request, workflow="",
+                               client_id=request["client_id"], subnet_id=subnet_id)
+    db.session.add(instance)
+    db.session.flush()
+    request = {**request, "instance_id": instance.id}
+    workflow, report = runtime.start(definitions.spec_of(definition), {"lease_request": request})
+    uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
+               payload={"process": f"{definition.key}/v{definition.version}",
+                        "request": request})
+    _persist(instance, workflow, report)
+    return instance
+
+
+# --- persisting a step ---------------------------------------------------------------------
+
+
+def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepReport) -> None:
+    instance.workflow = runtime.serialize(workflow)
+    now = utcnow()
+    timeout = timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
+    jobs = []
+    for parked in report.parked:
+        from ..operations import get
+
+        try:
+            queue = get(parked.operation).queue
+        except Exception:  # unknown operations fail when the job runs, on the error path
+            queue = "default"
+        jobs.append(ServiceJob(
+            instance_id=instance.id, task_id=parked.task_id, task_name=parked.task_name,
+            operation=parked.operation, params=parked.params, attempt=1,
+            max_attempts=(parked.retries or 0) + 1, backoff_base=parked.backoff_base or 0,
+            status="queued", queue=queue, not_before=now, deadline=now + timeout))
+    if jobs:
+        db.session.add_all(jobs)
+    for task in report.user_tasks:
+        exists = db.session.execute(select(HumanTask.id).where(
+            HumanTask.instance_id == instance.id, HumanTask.task_id == task.task_id,
+            HumanTask.state == "open")).first()
+        if exists is None:
+            db.session.add(HumanTask(instance_id=instance.id, task_id=task.task_id,
+                                     task_name=task.task_name, title=task.title,
+                                     form=task.form, data=task.data))
+    instance.wake_at = None if report.completed else report.wake_at
+    if report.completed:
+        outcome = report.data.get("outcome") or {"state": "completed"}
+        instance.state = outcome.get("state", "completed") if outcome.get("state") in FINAL \
+            else "completed"
+        instance.outcome = outcome
+    else:
+        instance.state = "waiting"
+    db.session.flush()
+    for job in jobs:
+        uow.enqueue(job.id)
+    uow.touch(instance.id)
+    _remember(instance, workflow)
+
+
+def _fail(instance: ProcessInstance, exc: Exception) -> None:
+    """The engine raised: the instance ends `failed` with the reason, never half-stepped."""
+    log.warning("instance %s failed: %s", instance.id, exc)
+    with _cache_lock:
+        _cache.pop(instance.id, None)
+    instance.state = "failed"
+    instance.outcome = {"state": "failed", "reason": "engine_error", "message": str(exc)}
+    instance.wake_at = None
+    uow.record(kind="instance.fail", subject=f"instance/{instance.id}", actor="engine",
+               payload={"message": str(exc)})
+    uow.touch(instance.id)
+
+
+# --- resuming ------------------------------------------------------------------------------
+
+
+def resume_with_result(instance: ProcessInstance, job: ServiceJob,
+                       result: Mapping[str, Any]) -> None:
+    if instance.state in FINAL:
+        return
+    workflow = workflow_of(instance)
+    try:
+        report = runtime.complete_service_task(workflow, job.task_id, result)
+    except runtime.NotWaiting:
+        log.info("late result for job %s ignored", job.id)
+        return
+    except runtime.EngineError as exc:
+        _fail(instance, exc)
+        return
+    if job.operation == "ipam.reserve" and isinstance(result.get("lease_id"), int):
+        instance.lease_id = result["lease_id"]
+    _persist(instance, workflow, report)
+
+
+def resume_with_error(instance: ProcessInstance, job: ServiceJob, *, code: str, message: str,
+                      kind: str, details: Mapping[str, Any] | None = None) -> None:
+    if instance.state in FINAL:
+        return
+    workflow = workflow_of(instance)
+    try:
+        report = runtime.fail_service_task(
+            workflow, job.task_id, code=code, message=message,
+            details={"kind": kind, "attempts": job.attempt, **dict(details or {})})
+    except runtime.NotWaiting:
+        return
+    except runtime.EngineError as exc:
+        _fail(instance, exc)
+        return
+    _persist(instance, workflow, report)
+
+
+def backoff_seconds(job: ServiceJob) -> float:
+    """Exponential backoff with full jitter on top of the base: base * 2^(n-1) * [1, 1.5)."""
+    base = max(job.backoff_base, 0)
+    return float(base * (2 ** (job.attempt - 1))) * (1 + _jitter.random() / 2)
+
+
+def send_message(instance_id: int, name: str, payload: Mapping[str, Any], *,
+                 actor: str) -> ProcessInstance:
+    instance = lock(instance_id)
+    if instance.state in FINAL:
+        raise Conflict(f"instance {instance_id} has ended ({instance.state})",
+                       code="instance_ended")
+    workflow = workflow_of(instance)
+    try:
+        report = runtime.send_message(workflow, name, payload)
+    except runtime.NotWaiting:
+        _remember(instance, workflow)
+        raise Conflict(f"instance {instance_id} is not waiting for {name}",
+                       code="not_waiting") from None
+    except runtime.EngineError as exc:
+        _fail(instance, exc)
+        return instance
+    uow.record(kind=f"instance.message.{name}", subject=f"instance/{instance.id}",
+               actor=actor, payload=dict(payload))
+    _persist(instance, workflow, report)
+    return instance
+
+
+def wake(instance_id: int) -> None:
+    instance = lock(instance_id)
+    if instance.state in FINAL or instance.wake_at is None or instance.wake_at > utcnow():
+        return
+    workflow = workflow_of(instance)
+    try:
+        report = runtime.fire_timers(workflow)
+    except runtime.EngineError as exc:
+        _fail(instance, exc)
+        return
+    _persist(instance, workflow, report)
+
+
+def due_for_wake(limit: int = 500) -> list[int]:
+    return list(db.session.execute(
+        select(ProcessInstance.id).where(ProcessInstance.wake_at <= utcnow(),
+                                         ProcessInstance.state == "waiting")
+        .order_by(ProcessInstance.wake_at).limit(limit)).scalars())
+
+
+# --- people --------------------------------------------------------------------------------
+
+
+def complete_task(task_id: int, *, action: Any, comment: Any, user: str) -> HumanTask:
+    if action not in ACTIONS:
+        raise Invalid(f"action must be one of {', '.join(ACTIONS)}", code="invalid_request",
+                      details=[{"field": "action", "allowed": list(ACTIONS)}])
+    if comment is not None and (not isinstance(comment, str) or len(comment) > 2000):
+        raise Invalid("comment must be text of at most 2000 characters",
+                      code="invalid_request", details=[{"field": "comment"}])
+    task = db.session.get(HumanTask, task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}", code="unknown_task")
+    instance = lock(task.instance_id)
+    db.session.refresh(task)
+    if task.state != "open":
+        raise Conflict(f"task {task_id} is already {task.state}", code="task_done")
+    workflow = workflow_of(instance)
+    try:
+        report = runtime.complete_user_task(workflow, task.task_id,
+                                            {"action": action, "comment": comment})
+    except runtime.NotWaiting:
+        task.state = "cancelled"
+        raise Conflict(f"task {task_id} is no longer open in its process",
+                       code="task_done") from None
+    except runtime.EngineError as exc:
+        _fail(instance, exc)
+        report = None
+    task.state, task.action, task.comment = "completed", action, comment
+    task.completed_by, task.completed_at = user, utcnow()
+    uow.record(kind="task.complete", subject=f"instance/{instance.id}", actor=user,
+               payload={"task": task.task_name, "action": action, "comment": comment,
+                        "before": "open", "after": "completed"})
+    if report is not None:
+        _persist(instance, workflow, report)
+    return task
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def get(instance_id: int) -> ProcessInstance:
+    instance = db.session.get(ProcessInstance, instance_id)
+    if instance is None:
+        raise NotFound(f"no instance {instance_id}", code="unknown_instance")
+    return instance
+
+
+def describe(instance: ProcessInstance, *, with_tasks: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": instance.id, "process": instance.definition.key,
+        "version": instance.definition.version, "state": instance.state,
+        "outcome": instance.outcome, "request": instance.request,
+        "lease_id": instance.lease_id,
+        "wake_at": instance.wake_at.isoformat() if instance.wake_at else None,
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat()}
+    if with_tasks and instance.workflow:
+        workflow = runtime.restore(definitions.spec_of(instance.definition), instance.workflow)
+        out["tasks"] = runtime.task_states(workflow)
+        out["jobs"] = [{"id": j.id, "task": j.task_name, "operation": j.operation,
+                        "attempt": j.attempt, "status": j.status, "error": j.error}
+                       for j in db.session.execute(select(ServiceJob).where(
+                           ServiceJob.instance_id == instance.id)
+                           .order_by(ServiceJob.id)).scalars()]
+    return out
+
+
+def search(*, state: str | None = None, process: str | None = None,
+           limit: int = 200) -> list[ProcessInstance]:
+    from ..models import ProcessDefinition
+
+    query = select(ProcessInstance)
+    if state:
+        query = query.where(ProcessInstance.state == state)
+    if process:
+        query = query.join(ProcessDefinition).where(ProcessDefinition.key == process)
+    return list(db.session.execute(query.order_by(ProcessInstance.id.desc()).limit(limit))
+                .unique().scalars())
+
+
+def describe_task(task: HumanTask) -> dict[str, Any]:
+    return {"id": task.id, "instance_id": task.instance_id, "task": task.task_name,
+            "title": task.title, "form": task.form, "state": task.state,
+            "error": task.data.get("last_error"), "request": task.data.get("lease_request"),
+            "actions": list(ACTIONS), "action": task.action, "comment": task.comment,
+            "completed_by": task.completed_by,
+            "created_at": task.created_at.isoformat(),
+            "completed_at": task.completed_at.isoformat() if task.completed_at else None}
+
+
+def open_tasks(state: str = "open") -> list[HumanTask]:
+    return list(db.session.execute(select(HumanTask).where(HumanTask.state == state)
+                                   .order_by(HumanTask.id)).scalars())

@@ -1,0 +1,146 @@
+"""The job runner: what a worker does with a batch of outbox jobs, and the ticker.
+
+A batch runs in one transaction: lock the instances (in id order, so two workers never
+deadlock), re-read which jobs are still queued (a duplicate delivery finds its job done and
+does nothing), run each operation inside a savepoint, and resume its instance with the result
+or the error. Transient errors are retried with backoff as new attempts; spent retries and
+business errors are delivered to the diagram as BPMN errors.
+
+The ticker re-queues jobs whose deadline passed (their worker died or the message was lost),
+and wakes instances whose timers are due, using the indexed `wake_at` column.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from .. import operations
+from ..extensions import db
+from ..models import ServiceJob, utcnow
+from ..operations import OperationError, TransientError
+from . import instances, uow
+
+log = logging.getLogger(__name__)
+MAX_DELIVERIES = 5  # a job handed out this often without finishing counts as failed
+
+
+def run_batch(job_ids: Sequence[int]) -> dict[str, int]:
+    """Run the still-queued jobs among `job_ids`; the caller commits (unit of work)."""
+    stats = {"done": 0, "retried": 0, "failed": 0, "skipped": 0}
+    if not job_ids:
+        return stats
+    instance_of = dict(db.session.execute(
+        select(ServiceJob.id, ServiceJob.instance_id).where(ServiceJob.id.in_(job_ids))).all())
+    locked = instances.lock_many(list(instance_of.values()))
+    jobs = db.session.execute(
+        select(ServiceJob).where(ServiceJob.id.in_(job_ids), ServiceJob.status == "queued")
+        .order_by(ServiceJob.instance_id, ServiceJob.id)
+        .execution_options(populate_existing=True)).scalars().all()
+    stats["skipped"] = len(job_ids) - len(jobs)
+    now = utcnow()
+    for job in jobs:
+        instance = locked.get(job.instance_id)
+        if instance is None:
+            continue
+        if job.not_before > now:
+            stats["skipped"] += 1  # a backoff delay not yet over; the ticker brings it back
+            continue
+        outcome = _execute(job)
+        job.finished_at = utcnow()
+        if isinstance(outcome, OperationError):
+            job.error = f"{outcome.code}: {outcome.message}"
+            if outcome.kind == "transient" and job.attempt < job.max_attempts:
+                job.status = "failed"
+                _retry(job)
+                stats["retried"] += 1
+                continue
+            job.status = "failed"
+            stats["failed"] += 1
+            code = outcome.code if outcome.kind == "business" else "retries_exhausted"
+            instances.resume_with_error(instance, job, code=code, message=outcome.message,
+                                        kind=outcome.kind,
+                                        details={"cause": outcome.code, **outcome.details})
+        else:
+            job.status = "done"
+            job.result = outcome
+            stats["done"] += 1
+            instances.resume_with_result(instance, job, outcome)
+    return stats
+
+
+def _execute(job: ServiceJob) -> dict[str, Any] | OperationError:
+    savepoint = db.session.begin_nested()
+    try:
+        result = operations.get(job.operation).handler(job.params)
+        savepoint.commit()
+        return result
+    except OperationError as exc:
+        savepoint.rollback()
+        return exc
+    except Exception as exc:  # a bug or an unexpected peer failure: retry, then a person
+        savepoint.rollback()
+        log.exception("job %s (%s) crashed", job.id, job.operation)
+        return TransientError(f"{type(exc).__name__}: {exc}", code="operation_crashed")
+
+
+def _retry(job: ServiceJob) -> ServiceJob:
+    delay = instances.backoff_seconds(job)
+    when = utcnow() + timedelta(seconds=delay)
+    retry = ServiceJob(instance_id=job.instance_id, task_id=job.task_id,
+                       task_name=job.task_name, operation=job.operation, params=job.params,
+                       attempt=job.attempt + 1, max_attempts=job.max_attempts,
+                       backoff_base=job.backoff_base, status="queued", queue=job.queue,
+                       not_before=when, deadline=when)
+    db.session.add(retry)
+    db.session.flush()
+    if delay <= 0:
+        uow.enqueue(retry.id)
+    return retry
+
+
+def requeue_stale(limit: int = 1000) -> list[int]:
+    """Jobs whose deadline passed: hand them out again (or give up after MAX_DELIVERIES)."""
+    now = utcnow()
+    timeout = timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
+    query = select(ServiceJob).where(ServiceJob.status == "queued", ServiceJob.deadline <= now) \
+        .order_by(ServiceJob.deadline).limit(limit)
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    due = db.session.execute(query).scalars().all()
+    ids = []
+    for job in due:
+        job.deadline = now + timeout
+        job.deliveries += 1
+        if job.deliveries > MAX_DELIVERIES:
+            _give_up(job)
+            continue
+        ids.append(job.id)
+        uow.enqueue(job.id)
+    return ids
+
+
+def _give_up(job: ServiceJob) -> None:
+    instance = instances.lock(job.instance_id)
+    db.session.refresh(job)
+    if job.status != "queued":
+        return
+    job.status, job.error, job.finished_at = "failed", "worker_lost", utcnow()
+    instances.resume_with_error(instance, job, code="worker_lost", kind="transient",
+                                message=f"no worker finished {job.operation} after "
+                                        f"{MAX_DELIVERIES} deliveries")
+
+
+def tick() -> dict[str, int]:
+    """One round of the ticker; the caller commits."""
+    stale = requeue_stale()
+    woken = 0
+    for instance_id in instances.due_for_wake():
+        instances.wake(instance_id)
+        woken += 1
+    return {"requeued": len(stale), "woken": woken}
