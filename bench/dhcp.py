@@ -1,0 +1,442 @@
+"""DHCP benchmark: perfdhcp against Kea and against Leaseflow's own server, in one run.
+
+Both servers are measured in the same pair of network namespaces (server side and client
+side of one veth pair), one after the other, with the same perfdhcp settings:
+
+- new-lease rate: DORAs completed per second (REQUEST-ACK received / seconds) at the highest
+  offered rate whose run dropped at most 0.1 % of exchanges. Every step starts on a fresh
+  lease store (a restarted server) and uses at least rate × seconds distinct clients, so
+  every exchange is a new lease. The rate grows geometrically until a step fails, then the
+  boundary is bisected; a failed step near the boundary is repeated once, because on a
+  small shared machine runs at the same rate vary.
+- delays: perfdhcp's per-exchange timestamps (`-x t`) of one more run at the best passing
+  rate (recording them slows perfdhcp, so the search runs without), as p50/p99 of
+  DISCOVER→OFFER and of REQUEST→ACK separately (perfdhcp does not pair them per client).
+- renewal rate: REQUEST (RENEWING) → ACK completed per second at the highest rate with at
+  most 0.1 % drops. perfdhcp sends renewals only beside DORAs and never faster than them,
+  so a renewal step runs `-r N -f N` for 1,000 known clients: N DORAs plus N renewals a second.
+
+`python -m bench.dhcp [--quick] [--only kea|leaseflow]`; `main(argv)` serves `leaseflow bench
+dhcp`. All traffic stays inside the two namespaces this run creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bench.peers.kea import KeaPeer, KeaPeerError
+from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
+from bench.peers.perfdhcp import (
+    DISCOVER_OFFER,
+    RENEW_ACK,
+    REQUEST_ACK,
+    PerfdhcpError,
+    PerfdhcpRun,
+    find_perfdhcp,
+    run_perfdhcp,
+)
+
+MAX_DROP_RATIO = 0.001
+SERVER_ADDRESS = "10.77.0.1/16"
+CLIENT_ADDRESS = "10.77.0.2/16"  # perfdhcp's giaddr: the subnet must contain it
+SUBNET = "10.77.0.0/16"
+POOL_FIRST, POOL_LAST = "10.77.1.0", "10.77.255.254"
+POOL_SIZE = 65_279
+RENEW_CLIENTS = 1_000
+DELAY_RUN_FACTORS = (1.0, 0.9, 0.75)
+REPO = Path(__file__).resolve().parent.parent
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (a peer is missing or failed to start)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """How hard and how long to push each server."""
+
+    seconds: float
+    start_rate: int
+    growth: float
+    max_rate: int
+    bisections: int
+    retries: int  # extra attempts for a failed step once a boundary is known
+    renew: bool
+
+
+FULL = Plan(seconds=3.0, start_rate=1000, growth=1.6, max_rate=20_000, bisections=2,
+            retries=1, renew=True)
+QUICK = Plan(seconds=1.0, start_rate=1000, growth=3.0, max_rate=27_000, bisections=0,
+             retries=0, renew=True)
+
+
+class Target(Protocol):
+    """A DHCP server under test, inside the server namespace."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def fresh(self) -> None:
+        """Restart with an empty lease store."""
+
+    def stop(self) -> None: ...
+
+
+class KeaTarget:
+    """kea-dhcp4: memfile lease store, one thread, WARN logging."""
+
+    name = "Kea 2.2 (memfile, 1 thread)"
+
+    def __init__(self, namespace: Namespace, workdir: Path) -> None:
+        self.namespace = namespace
+        self.workdir = workdir / "kea"
+        self.peer: KeaPeer | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.peer = KeaPeer(workdir=self.workdir, subnet=SUBNET,
+                            pool=f"{POOL_FIRST} - {POOL_LAST}", namespace=self.namespace)
+        self.peer.start()
+
+    def fresh(self) -> None:
+        assert self.peer is not None
+        self.peer.restart_dhcp4(fresh=True)
+
+    def stop(self) -> None:
+        if self.peer is not None:
+            self.peer.stop()
+            self.peer = None
+
+
+class LeaseflowTarget:
+    """Leaseflow's server (`python -m app.dhcp.server`) with its in-memory backend."""
+
+    name = "Leaseflow (in-memory backend)"
+
+    def __init__(self, namespace: Namespace, workdir: Path) -> None:
+        self.namespace = namespace
+        self.log = workdir / "leaseflow-dhcp.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("app.dhcp.server") is not None
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "app.dhcp.server",
+                "--interface", self.namespace.interface,
+                "--server-id", self.namespace.ip,
+                "--subnet", SUBNET, "--pool", f"{POOL_FIRST}-{POOL_LAST}",
+                "--lease-time", "3600"]
+
+    def start(self) -> None:
+        if not self.available():
+            raise BenchError("app/dhcp/server.py is not there yet: Leaseflow's side cannot run")
+        with open(self.log, "wb") as log:  # fresh per start: readiness reads it
+            self.proc = self.namespace.popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                             cwd=REPO)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        # The server prints `listening on IF:PORT` once its socket is bound; from then on
+        # the kernel queues what perfdhcp sends, so nothing is lost to a late start.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise BenchError(f"Leaseflow's server exited with {self.proc.returncode}: "
+                                 f"{self._tail()}")
+            if "listening on" in self._tail():
+                return
+            time.sleep(0.02)  # polling interval
+        raise BenchError(f"Leaseflow's server not listening after {timeout:.0f} s: "
+                         f"{self._tail()}")
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
+
+    def fresh(self) -> None:
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    rate: int
+    completed: float
+    drop_ratio: float
+
+    @property
+    def passed(self) -> bool:
+        return self.drop_ratio <= MAX_DROP_RATIO
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerResult:
+    server: str
+    new_leases_per_s: float | None = None
+    new_offered_rate: int | None = None
+    new_drop_ratio: float | None = None
+    discover_offer_p50_ms: float | None = None
+    discover_offer_p99_ms: float | None = None
+    request_ack_p50_ms: float | None = None
+    request_ack_p99_ms: float | None = None
+    renewals_per_s: float | None = None
+    renew_p50_ms: float | None = None
+    renew_p99_ms: float | None = None
+    steps: int = 0
+    error: str | None = None
+
+
+def search_highest_rate(
+    measure: Callable[[int], tuple[Step, PerfdhcpRun]], plan: Plan, start_rate: int
+) -> tuple[Step, PerfdhcpRun] | None:
+    """Highest passing step: grow the rate until a step fails, then bisect the boundary."""
+    best: tuple[Step, PerfdhcpRun] | None = None
+
+    def attempt(rate: int) -> bool:
+        # Once one step has passed, a failure may be noise near the boundary: repeat it.
+        nonlocal best
+        for _ in range(1 + (plan.retries if best is not None else 0)):
+            step, run = measure(rate)
+            if step.passed:
+                if best is None or step.completed > best[0].completed:
+                    best = (step, run)
+                return True
+        return False
+
+    rate, failed = start_rate, None
+    while rate <= plan.max_rate:
+        if not attempt(rate):
+            failed = rate
+            break
+        rate = int(rate * plan.growth)
+    if failed is None or best is None:
+        return best
+    low, high = best[0].rate, failed
+    for _ in range(plan.bisections):
+        middle = (low + high) // 2
+        if middle <= low:
+            break
+        if attempt(middle):
+            low = middle
+        else:
+            high = middle
+    return best
+
+
+def delay_run(measure: Callable[[int, bool], tuple[Step, PerfdhcpRun]], rate: int) -> PerfdhcpRun:
+    """A run with per-exchange timestamps, at the best rate or a little below it.
+
+    Recording every timestamp (-x t) costs perfdhcp a few % of its rate, so the search runs
+    without it; an overloaded run's delays would describe its queue, not the server, so
+    the rate steps down until a run passes.
+    """
+    run: PerfdhcpRun | None = None
+    for factor in DELAY_RUN_FACTORS:
+        step, run = measure(int(rate * factor), True)
+        if step.passed:
+            break
+    assert run is not None
+    return run
+
+
+def measure_server(target: Target, client: Namespace, plan: Plan,
+                   progress: Callable[[str], None]) -> ServerResult:
+    server_ip = SERVER_ADDRESS.split("/")[0]
+    steps = 0
+
+    def new_leases(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
+        nonlocal steps
+        steps += 1
+        target.fresh()
+        clients = min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2)))
+        run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
+                           clients=clients, timestamps=timestamps)
+        step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio)
+        progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
+                 f"drops {step.drop_ratio:.3%}")
+        return step, run
+
+    def renewals(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
+        nonlocal steps
+        steps += 1
+        target.fresh()
+        run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
+                           clients=RENEW_CLIENTS, renew_rate=rate, timestamps=timestamps)
+        drop = max(run.dora_drop_ratio, run.renew_drop_ratio)
+        step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop)
+        progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
+                 f"drops {step.drop_ratio:.3%}")
+        return step, run
+
+    # The new-lease figure is capped by the pool: every step needs rate × seconds addresses.
+    capped = Plan(**asdict(plan) | {"max_rate": min(plan.max_rate,
+                                                    int(POOL_SIZE / plan.seconds / 1.2))})
+    best_new = search_highest_rate(new_leases, capped, plan.start_rate)
+    result: dict[str, object] = {"server": target.name}
+    if best_new is not None:
+        step = best_new[0]
+        run = delay_run(new_leases, step.rate)
+        dora, rack = run.stats(DISCOVER_OFFER), run.stats(REQUEST_ACK)
+        result |= {
+            "new_leases_per_s": step.completed, "new_offered_rate": step.rate,
+            "new_drop_ratio": step.drop_ratio,
+            "discover_offer_p50_ms": dora.percentile(50),
+            "discover_offer_p99_ms": dora.percentile(99),
+            "request_ack_p50_ms": rack.percentile(50), "request_ack_p99_ms": rack.percentile(99),
+        }
+    if plan.renew:
+        # Renewal steps carry as many DORAs as renewals: start below the DORA limit.
+        start = max(250, int((best_new[0].rate if best_new else plan.start_rate) / 2))
+        best_renew = search_highest_rate(renewals, plan, start)
+        if best_renew is not None:
+            renew = delay_run(renewals, best_renew[0].rate).stats(RENEW_ACK)
+            result |= {"renewals_per_s": best_renew[0].completed,
+                       "renew_p50_ms": renew.percentile(50),
+                       "renew_p99_ms": renew.percentile(99)}
+    return ServerResult(**result, steps=steps)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="lf-bench-dhcp-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_bench(servers: Sequence[str], plan: Plan,
+              progress: Callable[[str], None]) -> list[ServerResult]:
+    results: list[ServerResult] = []
+    with _workdir() as workdir, veth_pair(SERVER_ADDRESS, CLIENT_ADDRESS) as (server, client):
+        for name in servers:
+            target: KeaTarget | LeaseflowTarget = (
+                KeaTarget(server, workdir) if name == "kea" else LeaseflowTarget(server, workdir)
+            )
+            progress(f"{target.name}:")
+            try:
+                target.start()
+                results.append(measure_server(target, client, plan, progress))
+            except (BenchError, KeaPeerError, PerfdhcpError) as exc:
+                results.append(ServerResult(server=target.name, error=str(exc)))
+            finally:
+                target.stop()
+    return results
+
+
+def _ms(p50: float | None, p99: float | None) -> str:
+    if p50 is None or p99 is None:
+        return "-"
+    return f"{p50:.2f} / {p99:.2f}"
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
+    cores = os.cpu_count() or 0
+    header = ("server", "new leases/s", "drops", "D→O p50/p99 ms", "R→A p50/p99 ms",
+              "renewals/s", "renew p50/p99 ms")
+    rows = [header]
+    for r in results:
+        if r.error:
+            rows.append((r.server, "error", "", "", "", "", ""))
+            continue
+        rows.append((
+            r.server, _rate(r.new_leases_per_s),
+            "-" if r.new_drop_ratio is None else f"{r.new_drop_ratio:.3%}",
+            _ms(r.discover_offer_p50_ms, r.discover_offer_p99_ms),
+            _ms(r.request_ack_p50_ms, r.request_ack_p99_ms),
+            _rate(r.renewals_per_s), _ms(r.renew_p50_ms, r.renew_p99_ms),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [f"DHCP benchmark: perfdhcp in a client namespace, {cores} cores "
+             f"({platform.machine()}), {plan.seconds:g} s per step, drops ≤ "
+             f"{MAX_DROP_RATIO:.1%}, {elapsed:.0f} s in all"]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w)
+                               for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for r in results:
+        if r.error:
+            lines.append(f"{r.server}: {r.error}")
+    kea = next((r for r in results if r.server.startswith("Kea") and r.new_leases_per_s), None)
+    ours = next((r for r in results if r.server.startswith("Leaseflow")
+                 and r.new_leases_per_s), None)
+    if kea and ours and kea.new_leases_per_s and ours.new_leases_per_s:
+        ratio = ours.new_leases_per_s / kea.new_leases_per_s
+        renew = ("" if not (kea.renewals_per_s and ours.renewals_per_s) else
+                 f", renewals {ours.renewals_per_s / kea.renewals_per_s:.2f} × Kea")
+        lines.append(f"Leaseflow / Kea: new leases {ratio:.2f} ×{renew}")
+    lines += [
+        "new leases/s: REQUEST-ACK received / seconds at the best step with ≤ 0.1 % drops,",
+        "  fresh lease store and rate × seconds distinct clients per step;",
+        "delays: perfdhcp -x t timestamps of a passing run at (or just below) that rate;",
+        "renewals/s: renew ACKs / seconds beside an equal DORA rate for 1,000 clients "
+        "(perfdhcp -r N -f N).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leaseflow bench dhcp", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
+    parser.add_argument("--only", choices=("kea", "leaseflow"), action="append",
+                        help="measure only this server (repeatable); default both")
+    parser.add_argument("--seconds", type=float, help="length of each step")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.seconds:
+        plan = Plan(**asdict(plan) | {"seconds": args.seconds})
+    servers = args.only or ["kea", "leaseflow"]
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    began = time.monotonic()
+    try:
+        find_perfdhcp()
+        results = run_bench(servers, plan, progress)
+    except (PerfdhcpError, NetnsUnavailable, BenchError) as exc:
+        print(f"bench dhcp: {exc}", file=sys.stderr)
+        return 1
+    print(render(results, plan, time.monotonic() - began))
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=1))
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
