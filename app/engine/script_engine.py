@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.script_engine.python_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.script_engine.python_environment import (
     BasePythonScriptEngineEnvironment,
@@ -72,6 +73,25 @@ class SandboxScriptEngine(PythonScriptEngine):  # type: ignore[misc]
         """Function names expressions may call (give them to `validate_bpmn`)."""
         return frozenset(getattr(self.environment, "helpers", {}))
 
+    # evaluate/execute: the stock methods wrap errors without keeping them; these keep the
+    # sandbox error as __cause__ so the runtime can tell a refused expression from bad data.
+
+    def evaluate(self, task: Any, expression: str,
+                 external_context: Mapping[str, Any] | None = None) -> Any:
+        try:
+            return self.environment.evaluate(expression, task.data, external_context)
+        except SandboxError as err:
+            raise WorkflowTaskException(f"expression '{expression}' failed: {err}", task=task,
+                                        exception=err) from err
+
+    def execute(self, task: Any, script: str,
+                external_context: Mapping[str, Any] | None = None) -> bool:
+        try:
+            return bool(self.environment.execute(script, task.data, external_context or {}))
+        except SandboxError as err:
+            raise WorkflowTaskException(f"script failed: {err}", task=task,
+                                        exception=err) from err
+
     def validate(self, expression: str) -> None:
         problems = sandbox.check_expression(expression, self.helper_names)
         if problems:
@@ -79,6 +99,7 @@ class SandboxScriptEngine(PythonScriptEngine):  # type: ignore[misc]
 
     def call_service(self, task: Any, **kwargs: Any) -> Any:
         # The stock method also has a NameError bug in its error path (3.2.0); never use it.
-        raise ServiceCallRefused(
+        err = ServiceCallRefused(
             f"service task {getattr(task.task_spec, 'bpmn_id', '?')!r} tried to call "
             f"{kwargs.get('operation_name')!r} inline; the runtime must park it as a job")
+        raise WorkflowTaskException(str(err), task=task, exception=err) from err
