@@ -58,6 +58,7 @@ POOL_FIRST, POOL_LAST = "10.77.1.0", "10.77.255.254"
 POOL_SIZE = 65_279
 RENEW_CLIENTS = 1_000
 DELAY_RUN_FACTORS = (1.0, 0.9, 0.75)
+MIN_RATE = 100
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -207,9 +208,13 @@ class ServerResult:
     discover_offer_p99_ms: float | None = None
     request_ack_p50_ms: float | None = None
     request_ack_p99_ms: float | None = None
+    delays_rate: int | None = None  # the offered rate of the run the delays come from
+    delays_drop_ratio: float | None = None
     renewals_per_s: float | None = None
     renew_p50_ms: float | None = None
     renew_p99_ms: float | None = None
+    renew_delays_rate: int | None = None
+    renew_delays_drop_ratio: float | None = None
     steps: int = 0
     error: str | None = None
 
@@ -231,12 +236,20 @@ def search_highest_rate(
                 return True
         return False
 
-    rate, failed = start_rate, None
-    while rate <= plan.max_rate:
-        if not attempt(rate):
-            failed = rate
-            break
-        rate = int(rate * plan.growth)
+    rate, failed = min(start_rate, plan.max_rate), None
+    if attempt(rate):
+        while int(rate * plan.growth) <= plan.max_rate:
+            rate = int(rate * plan.growth)
+            if not attempt(rate):
+                failed = rate
+                break
+    else:
+        # Already too fast at the start (or a noisy first run): come down until one passes.
+        failed = rate
+        while best is None and rate // 2 >= MIN_RATE:
+            rate //= 2
+            if not attempt(rate):
+                failed = rate
     if failed is None or best is None:
         return best
     low, high = best[0].rate, failed
@@ -251,20 +264,22 @@ def search_highest_rate(
     return best
 
 
-def delay_run(measure: Callable[[int, bool], tuple[Step, PerfdhcpRun]], rate: int) -> PerfdhcpRun:
+def delay_run(
+    measure: Callable[[int, bool], tuple[Step, PerfdhcpRun]], rate: int
+) -> tuple[Step, PerfdhcpRun]:
     """A run with per-exchange timestamps, at the best rate or a little below it.
 
     Recording every timestamp (-x t) costs perfdhcp a few % of its rate, so the search runs
     without it; an overloaded run's delays would describe its queue, not the server, so
-    the rate steps down until a run passes.
+    the rate steps down until a run passes (the last one is kept if none does).
     """
-    run: PerfdhcpRun | None = None
+    result: tuple[Step, PerfdhcpRun] | None = None
     for factor in DELAY_RUN_FACTORS:
-        step, run = measure(int(rate * factor), True)
-        if step.passed:
+        result = measure(max(MIN_RATE, int(rate * factor)), True)
+        if result[0].passed:
             break
-    assert run is not None
-    return run
+    assert result is not None
+    return result
 
 
 def measure_server(target: Target, client: Namespace, plan: Plan,
@@ -303,9 +318,10 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
     result: dict[str, object] = {"server": target.name}
     if best_new is not None:
         step = best_new[0]
-        run = delay_run(new_leases, step.rate)
+        delay_step, run = delay_run(new_leases, step.rate)
         dora, rack = run.stats(DISCOVER_OFFER), run.stats(REQUEST_ACK)
         result |= {
+            "delays_rate": delay_step.rate, "delays_drop_ratio": delay_step.drop_ratio,
             "new_leases_per_s": step.completed, "new_offered_rate": step.rate,
             "new_drop_ratio": step.drop_ratio,
             "discover_offer_p50_ms": dora.percentile(50),
@@ -317,8 +333,11 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         start = max(250, int((best_new[0].rate if best_new else plan.start_rate) / 2))
         best_renew = search_highest_rate(renewals, plan, start)
         if best_renew is not None:
-            renew = delay_run(renewals, best_renew[0].rate).stats(RENEW_ACK)
+            renew_step, renew_run = delay_run(renewals, best_renew[0].rate)
+            renew = renew_run.stats(RENEW_ACK)
             result |= {"renewals_per_s": best_renew[0].completed,
+                       "renew_delays_rate": renew_step.rate,
+                       "renew_delays_drop_ratio": renew_step.drop_ratio,
                        "renew_p50_ms": renew.percentile(50),
                        "renew_p99_ms": renew.percentile(99)}
     return ServerResult(**result, steps=steps)  # type: ignore[arg-type]
@@ -390,6 +409,12 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
     for r in results:
         if r.error:
             lines.append(f"{r.server}: {r.error}")
+        for what, rate, drops in (("delays", r.delays_rate, r.delays_drop_ratio),
+                                  ("renew delays", r.renew_delays_rate,
+                                   r.renew_delays_drop_ratio)):
+            if rate is not None and drops is not None and drops > MAX_DROP_RATIO:
+                lines.append(f"{r.server}: {what} from an overloaded run ({rate}/s, "
+                             f"{drops:.1%} dropped): no timestamped run passed")
     kea = next((r for r in results if r.server.startswith("Kea") and r.new_leases_per_s), None)
     ours = next((r for r in results if r.server.startswith("Leaseflow")
                  and r.new_leases_per_s), None)

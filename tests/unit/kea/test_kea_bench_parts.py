@@ -193,3 +193,13 @@ def test_the_table_names_cores_and_both_servers() -> None:
     assert "cores" in text
     assert "4,000" in text and "2,000" in text
     assert "new leases 0.50 ×" in text and "renewals 1.00 × Kea" in text
+
+
+def test_a_start_above_capacity_searches_downwards() -> None:
+    measure, calls = fake_server(capacity=700)
+    plan = Plan(seconds=1, start_rate=3000, growth=2.0, max_rate=100_000, bisections=2,
+                retries=0, renew=False)
+    best = search_highest_rate(measure, plan, plan.start_rate)
+    assert best is not None and best[0].passed
+    assert calls[:3] == [3000, 1500, 750]
+    assert 375 <= best[0].rate <= 700
