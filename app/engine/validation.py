@@ -109,6 +109,11 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def canonical_xml(self) -> bytes | None:
+        """The same as `canonical` (the name the definitions service uses)."""
+        return self.canonical
+
     def codes(self) -> set[tuple[str, str]]:
         return {(p.code, p.element_id) for p in self.problems}
 
