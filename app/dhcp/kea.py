@@ -20,6 +20,7 @@ import ipaddress
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,10 +48,18 @@ class KeaUnavailable(KeaError):
 class LeaseConflict(KeaError):
     """Kea already has a lease for the address: a business answer, not a fault."""
 
-    def __init__(self, ip: str, message: str, holder: KeaLease | None = None) -> None:
-        super().__init__(f"{ip}: {message}")
+    def __init__(
+        self, ip: str, message: str = "IPv4 lease already exists.",
+        holder: KeaLease | None = None,
+    ) -> None:
+        # args stay (ip, message) so pickling (Celery results) rebuilds the exception.
+        super().__init__(ip, message)
         self.ip = ip
+        self.message = message
         self.holder = holder
+
+    def __str__(self) -> str:
+        return f"{self.ip}: {self.message}"
 
 
 class KeaCommandError(KeaError):
@@ -503,6 +512,16 @@ class KeaClient:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> KeaClient:
+        """A client for the agent at `url`; credentials may also come as `http://u:p@host/`."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.username is not None:
+            # urllib does not send userinfo itself; it becomes the basic-auth header.
+            username = username or urllib.parse.unquote(parts.username)
+            password = password or urllib.parse.unquote(parts.password or "")
+            host = parts.hostname or ""
+            netloc = f"[{host}]" if ":" in host else host
+            netloc += f":{parts.port}" if parts.port else ""
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
         return cls(HttpTransport(url=url, username=username, password=password, timeout=timeout))
 
     def call(self, command: KeaCommand) -> KeaAnswer:
@@ -552,7 +571,7 @@ class KeaClient:
             ident = normalize_hex(client_id) if client_id else normalize_hex(hwaddr or "")
             if holder is not None and ident in holder.identities():
                 return holder
-            raise LeaseConflict(ip, str(conflict), holder) from conflict
+            raise LeaseConflict(ip, conflict.message, holder) from conflict
 
     def delete_lease(self, ip: str) -> bool:
         """lease4-del; False when Kea had no lease (a repeated release is not an error)."""

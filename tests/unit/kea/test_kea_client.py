@@ -300,3 +300,20 @@ def test_commands_are_values() -> None:
     command = KeaCommand(command="list-commands")
     assert command.to_json() == {"command": "list-commands", "service": ["dhcp4"]}
     assert delete_lease_command("10.0.0.5") == delete_lease_command("10.0.0.5")
+
+
+def test_credentials_in_the_url_become_basic_auth() -> None:
+    client = KeaClient.from_url("http://admin:p%40ss@kea.example:8000/")
+    transport = client.transport
+    assert isinstance(transport, HttpTransport)
+    assert transport.url == "http://kea.example:8000/"
+    assert transport.headers["Authorization"] == "Basic " + base64.b64encode(
+        b"admin:p@ss").decode()
+
+
+def test_a_conflict_survives_pickling() -> None:
+    import pickle
+
+    conflict = pickle.loads(pickle.dumps(LeaseConflict("10.0.0.5", "IPv4 lease already exists.")))
+    assert isinstance(conflict, LeaseConflict)
+    assert (conflict.ip, str(conflict)) == ("10.0.0.5", "10.0.0.5: IPv4 lease already exists.")
