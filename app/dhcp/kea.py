@@ -102,6 +102,21 @@ def normalize_hex(value: str | bytes) -> str:
     return ":".join(octets)
 
 
+def client_id_hex(value: str | bytes) -> str:
+    """Kea's spelling of a client identifier.
+
+    Bytes (option 61 as received) and hex text ('01:aa:bb…', '01aabb…') are taken as the
+    octets themselves. Any other text, such as an API caller's or a pod's name, is sent as a
+    type-0 identifier, 00 + UTF-8 (RFC 2132 §9.14: type 0 is "not a hardware address"), so
+    every client id Leaseflow stores has one stable spelling in Kea.
+    """
+    try:
+        return normalize_hex(value)
+    except ValueError:
+        assert isinstance(value, str)  # bytes always normalize
+        return normalize_hex(b"\x00" + value.encode())
+
+
 def _check_ip(ip: str) -> str:
     try:
         return str(ipaddress.IPv4Address(ip))
@@ -174,7 +189,7 @@ class OurLease:
         Six octets is a MAC; anything else is a client id, whose MAC is recovered when it
         is a type-1 id ('01' + MAC) because Kea wants a hardware address for every lease.
         """
-        ident = normalize_hex(identity)
+        ident = client_id_hex(identity)
         octets = ident.split(":") if ident else []
         hwaddr = extra.pop("hwaddr", None)
         client_id = extra.pop("client_id", None)
@@ -188,7 +203,7 @@ class OurLease:
             ip=ip,
             identity=ident,
             hwaddr=normalize_hex(hwaddr) if hwaddr else None,
-            client_id=normalize_hex(client_id) if client_id else None,
+            client_id=client_id_hex(client_id) if client_id else None,
             **extra,
         )
 
@@ -273,7 +288,7 @@ def lease_arguments(
         "hw-address": normalize_hex(hwaddr) if hwaddr else "",
     }
     if client_id:
-        args["client-id"] = normalize_hex(client_id)
+        args["client-id"] = client_id_hex(client_id)
     if not args["hw-address"] and "client-id" not in args:
         raise ValueError("a lease needs a hardware address or a client id")
     if subnet_id is not None:
@@ -568,7 +583,7 @@ class KeaClient:
             return None
         except LeaseConflict as conflict:
             holder = self.get_lease(ip)
-            ident = normalize_hex(client_id) if client_id else normalize_hex(hwaddr or "")
+            ident = client_id_hex(client_id) if client_id else normalize_hex(hwaddr or "")
             if holder is not None and ident in holder.identities():
                 return holder
             raise LeaseConflict(ip, conflict.message, holder) from conflict

@@ -139,3 +139,13 @@ def test_kea_dhcp4_down_behind_the_agent_is_transient(kea: KeaPeer) -> None:
     lease = client.get_lease("10.77.0.140")
     assert lease is not None and lease.hwaddr == MAC
     client.delete_lease("10.77.0.140")
+
+
+def test_a_text_client_id_round_trips_and_reconciles(kea_client: KeaClient) -> None:
+    kea_client.commit_lease("10.77.0.127", None, client_id="pod-web-1", hostname="pod-web-1")
+    lease = kea_client.get_lease("10.77.0.127")
+    assert lease is not None and lease.client_id is not None
+    assert bytes.fromhex(lease.client_id.replace(":", "")) == b"\x00pod-web-1"
+    assert kea_client.reconcile([("10.77.0.127", "pod-web-1")], subnet_id=1).clean
+    # A retried commit of the same pod is not a conflict.
+    assert kea_client.commit_lease("10.77.0.127", None, client_id="pod-web-1") is not None

@@ -66,7 +66,7 @@ def test_identifiers_are_spelled_as_kea_spells_them(given: str | bytes, expected
     assert normalize_hex(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["xyz", "abc", "aa::bb", "aaa:bb"])
+@pytest.mark.parametrize("bad", ["xyz", "abc", "aa::bb", "aaa:bb", "pod-1"])
 def test_garbage_identifiers_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         normalize_hex(bad)
@@ -317,3 +317,20 @@ def test_a_conflict_survives_pickling() -> None:
     conflict = pickle.loads(pickle.dumps(LeaseConflict("10.0.0.5", "IPv4 lease already exists.")))
     assert isinstance(conflict, LeaseConflict)
     assert (conflict.ip, str(conflict)) == ("10.0.0.5", "10.0.0.5: IPv4 lease already exists.")
+
+
+@pytest.mark.parametrize(
+    ("client_id", "expected"),
+    [
+        (b"\x01\xaa\xbb\xcc\xdd\xee\xff", "01:" + MAC),
+        ("01:AA:BB:CC:DD:EE:FF", "01:" + MAC),
+        ("pod-web-1", "00:" + ":".join(f"{b:02x}" for b in b"pod-web-1")),
+    ],
+)
+def test_text_client_ids_become_type_0_identifiers(client_id: str | bytes, expected: str) -> None:
+    from app.dhcp.kea import client_id_hex
+
+    assert client_id_hex(client_id) == expected
+    args = add_lease_command(ip="10.0.0.5", hwaddr=None, client_id=client_id).to_json()
+    assert args["arguments"]["client-id"] == expected
+    assert OurLease.of("10.0.0.5", client_id).identity == expected
