@@ -36,6 +36,7 @@ Checks, in order (later ones run only when the file could be read at all):
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -177,6 +178,20 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled_xpath(path: str) -> etree.XPath:
+    return etree.XPath(path, namespaces=_NS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal(src: str) -> tuple[bool, Any]:
+    """(True, value) when the text is a Python literal, else (False, None)."""
+    try:
+        return True, ast.literal_eval(src.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False, None
+
+
 def _local(el: etree._Element) -> str:
     return etree.QName(el).localname if isinstance(el.tag, str) else ""
 
@@ -211,12 +226,14 @@ class _Checker:
         self.problems: list[Problem] = []
         self._seen: set[tuple[str, str, str]] = set()
         self.engine_crash: Problem | None = None
+        self._boundaries: dict[str | None, list[etree._Element]] | None = None
+        self._flow_sources: set[str | None] = set()
         self.process_ids: list[str] = [
             p.get("id", "") for p in self.xpath("bpmn:process")
             if p.get("isExecutable", "false") == "true"]
 
     def xpath(self, path: str, node: etree._Element | None = None) -> list[Any]:
-        return list((self.root if node is None else node).xpath(path, namespaces=_NS))
+        return list(_compiled_xpath(path)(self.root if node is None else node))
 
     def add(self, element_id: str, code: str, message: str) -> None:
         key = (element_id, code, message)
@@ -395,9 +412,8 @@ class _Checker:
     def check_literal(self, task_id: str, where: str, value: str, type_name: str | None) -> None:
         if type_name not in _PY_TYPES:
             return
-        try:
-            literal = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        is_literal, literal = _literal(value)
+        if not is_literal:
             return  # an expression over task data: its type is known only at run time
         allowed = _PY_TYPES[type_name]
         if isinstance(literal, bool) and type_name != "bool" or not isinstance(literal, allowed):
@@ -406,11 +422,16 @@ class _Checker:
                      f"{type_name}; give a {type_name} value")
 
     def has_error_path(self, task: etree._Element) -> bool:
-        task_id = task.get("id", "")
-        for boundary in self.xpath(f"//bpmn:boundaryEvent[@attachedToRef='{_xq(task_id)}']"):
+        if self._boundaries is None:
+            # indexed once: one XPath per task would make a 2 MB upload take quadratic time
+            self._boundaries, self._flow_sources = {}, set()
+            for boundary in self.xpath("//bpmn:boundaryEvent"):
+                self._boundaries.setdefault(boundary.get("attachedToRef"), []).append(boundary)
+            self._flow_sources = {f.get("sourceRef") for f in self.xpath("//bpmn:sequenceFlow")}
+        for boundary in self._boundaries.get(task.get("id", ""), []):
             if not self.xpath("bpmn:errorEventDefinition", boundary):
                 continue
-            if self.xpath(f"//bpmn:sequenceFlow[@sourceRef='{_xq(boundary.get('id', ''))}']"):
+            if boundary.get("id") in self._flow_sources:
                 return True
             self.add(boundary.get("id", ""), "no_retry_or_error_path",
                      f"the error boundary event on {_describe(task)} leads nowhere; connect it "
@@ -490,9 +511,8 @@ class _Checker:
                          f"the {kind} `{src}` is read as a variable name; timer expressions are "
                          f"Python expressions, so put the ISO 8601 text in quotes: \"{src}\"")
                 continue
-            try:
-                literal = ast.literal_eval(src)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            is_literal, literal = _literal(src)
+            if not is_literal:
                 continue  # computed from task data at run time
             if not isinstance(literal, str):
                 self.add(event_id, "timer_malformed",
@@ -633,7 +653,3 @@ def _short(src: str, limit: int = 80) -> str:
     flat = " ".join(src.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
-
-def _xq(value: str) -> str:
-    """Make a value safe inside a single-quoted XPath literal (ids are NCNames anyway)."""
-    return value.replace("'", "")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import re
 import time
 
 import pytest
 from conftest import bpmn_cases, read_case
 
-from app.engine.canonical import safe_parse
+from app.engine import canonical
+from app.engine.canonical import BpmnXmlError, safe_parse
 from app.engine.validation import OperationSchema, validate_bpmn
 
 CASES = bpmn_cases()
@@ -74,14 +76,23 @@ def test_doctype_is_refused_in_every_encoding(codec, catalogue):
     assert [p.code for p in report.problems] == ["doctype_forbidden"]
 
 
-def test_doctype_is_refused_even_if_the_byte_scan_is_fooled():
-    # the parse-time check is the second line: a DOCTYPE hidden from the regex by a
-    # character reference is impossible in XML, so we simulate it by calling the parser on a
-    # document whose marker is split across an encoding the scan does not know
-    data = read_case("external_dtd").decode().encode("utf-16-be")  # no BOM
-    with pytest.raises(ValueError) as err:
+def test_doctype_is_refused_in_utf16_without_a_byte_order_mark():
+    data = read_case("external_dtd").decode().encode("utf-16-be")
+    with pytest.raises(BpmnXmlError) as err:
         safe_parse(data)
-    assert getattr(err.value, "code", None) in {"doctype_forbidden", "malformed_xml"}
+    assert err.value.code == "doctype_forbidden"
+
+
+@pytest.mark.parametrize("case", ["xxe_file", "xxe_http", "billion_laughs", "external_dtd"])
+def test_the_parsed_document_is_checked_too_if_the_byte_scan_misses(case, monkeypatch):
+    # defence in depth: with the raw-byte scan disabled, the parse itself must not expand
+    # anything, and the DOCTYPE left in the parsed document is refused
+    monkeypatch.setattr(canonical, "_DTD_MARKER", re.compile(rb"(?!)"))
+    with pytest.raises(BpmnXmlError) as err:
+        safe_parse(read_case(case))
+    # libxml2 itself refuses the entity amplification of billion laughs as malformed
+    assert err.value.code in {"doctype_forbidden", "malformed_xml"}
+    assert len(str(err.value)) < 500
 
 
 def test_entities_are_never_resolved(catalogue, tmp_path):
