@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 import requests
 from eth_account import Account
+from eth_utils import ValidationError as EthValidationError
 from eth_utils import keccak, to_checksum_address
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import (
@@ -70,7 +71,7 @@ except ImportError:  # pragma: no cover
 # a fixed limit avoids eth_estimateGas, which costs one more full execution per transaction.
 GAS_PER_ITEM = 60_000
 GAS_BASE = 150_000
-MAX_BATCH = 1024  # the contract's DynArray bound
+MAX_BATCH = 512  # the contract's DynArray bound
 EMBEDDED_GAS_LIMIT = 1_000_000_000  # lets a full batch fit in one block of the embedded chain
 
 _REVERT_TYPES: tuple[type[BaseException], ...] = (ContractLogicError, _TesterTransactionFailed)
@@ -87,6 +88,18 @@ _EVENT_SIGNATURES = {
     "Refused": "Refused(bytes32,uint32,bytes32,uint8,bool)",
 }
 _TOPIC = {name: keccak(text=sig) for name, sig in _EVENT_SIGNATURES.items()}
+
+
+def calldata_gas(data: str | bytes) -> int:
+    """The calldata part of a transaction's gas, at its dearest (EIP-7623 floor).
+
+    Counted in because a node may accept a transaction whose limit is below its intrinsic
+    gas into its pool and never mine it (anvil does), which would block the nonce.
+    """
+    raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(
+        data, str) else data
+    zeros = raw.count(0)
+    return 10 * zeros + 40 * (len(raw) - zeros)
 
 
 def _revert_message(exc: BaseException) -> str:
@@ -115,8 +128,15 @@ def _translated(what: str) -> Iterator[None]:
         raise ChainUnavailable(f"chain node unreachable during {what}: {exc}") from exc
     except TimeExhausted as exc:
         raise ChainTimeout(f"{what} timed out: {exc}") from exc
-    except Web3RPCError as exc:
-        raise ChainError(f"{what} failed: {exc}") from exc
+    except (Web3RPCError, EthValidationError) as exc:  # the node refused to take it
+        message = str(exc).lower()
+        if "insufficient funds" in message:
+            raise ChainError(f"{what}: the sender cannot pay for gas: {exc}") from exc
+        if "intrinsic gas" in message or "insufficient gas" in message or (
+            "gas limit" in message
+        ):
+            raise OutOfGas(f"{what}: the node refused the gas limit: {exc}") from exc
+        raise ChainError(f"{what} refused by the node: {exc}") from exc
     except Web3Exception as exc:
         raise ChainError(f"{what} failed: {exc}") from exc
 
@@ -166,8 +186,8 @@ class _Connection:
     nonce_locks: dict[str, threading.Lock] = field(default_factory=dict)
     chain_id: int | None = None
     block_gas_limit: int = 0
-    gas_price: int = 0
-    gas_price_at: float = 0.0
+    fees: dict[str, int] = field(default_factory=dict)
+    fees_at: float = 0.0
 
     def ready(self) -> None:
         """Check the node once (lazily, so a node that is down does not stop start-up)."""
@@ -191,15 +211,31 @@ class _Connection:
         with self.lock:
             return self.nonce_locks.setdefault(sender, threading.Lock())
 
-    def current_gas_price(self) -> int:
-        # A legacy gas price of twice the node's quote stays above a rising base fee;
-        # refreshing it once a second keeps it out of the per-transaction round trips.
+    def fee_fields(self) -> dict[str, int]:
+        """Fee fields for a transaction, refreshed at most once a second.
+
+        EIP-1559 chains: a max fee of twice the base fee plus the node's suggested tip
+        rides out rising base fees while paying only base fee + tip. (Paying twice
+        `eth_gasPrice` instead feeds back: anvil quotes from recent prices and the price
+        doubles with every transaction.) Chains without a base fee get a legacy price.
+        """
         now = time.monotonic()
-        if now - self.gas_price_at > 1.0:
-            with _translated("reading the gas price"):
-                self.gas_price = int(self.w3.eth.gas_price) * 2
-            self.gas_price_at = now
-        return self.gas_price
+        if now - self.fees_at > 1.0:
+            with _translated("reading fees"):
+                base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
+                if base_fee is None:
+                    self.fees = {"gasPrice": int(self.w3.eth.gas_price)}
+                else:
+                    try:
+                        tip = int(self.w3.eth.max_priority_fee)
+                    except (Web3RPCError, ValueError):  # node without the method
+                        tip = 0
+                    self.fees = {
+                        "maxFeePerGas": 2 * int(base_fee) + tip,
+                        "maxPriorityFeePerGas": tip,
+                    }
+            self.fees_at = now
+        return self.fees
 
 
 class ChainClient:
@@ -443,8 +479,8 @@ class ChainClient:
             "from": self.sender,
             "data": data if isinstance(data, str) else "0x" + data.hex(),
             "gas": gas,
-            "gasPrice": self._conn.current_gas_price(),
             "chainId": self._conn.chain_id,
+            **self._conn.fee_fields(),
         }
         if to is not None:
             tx["to"] = to
@@ -551,7 +587,9 @@ class Registry:
 
     def _transact(self, name: str, *args: Any, items: int = 0) -> dict[str, Any]:
         data = getattr(self._contract.functions, name)(*args)._encode_transaction_data()
-        gas = min(GAS_BASE + GAS_PER_ITEM * items, self.client.block_gas_limit)
+        gas = min(
+            GAS_BASE + GAS_PER_ITEM * items + calldata_gas(data), self.client.block_gas_limit
+        )
         return self.client._transact(self.address, data, gas=gas, what=name)
 
     def _outcomes(
