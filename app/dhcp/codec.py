@@ -197,26 +197,27 @@ def encode(packet: DhcpPacket, *, min_size: int = MIN_REPLY_SIZE) -> bytes:
     if len(p.chaddr) > 16 or len(p.sname) > 64 or len(p.file) > 128:
         raise DhcpError("chaddr, sname or file longer than its field")
     try:
-        parts = [
+        out = bytearray(
             _HEADER.pack(
                 p.op, p.htype, p.hlen, p.hops, p.xid, p.secs, p.flags,
                 _inet_aton(p.ciaddr), _inet_aton(p.yiaddr), _inet_aton(p.siaddr),
                 _inet_aton(p.giaddr), p.chaddr, p.sname, p.file, MAGIC_COOKIE,
             )
-        ]
+        )
     except (struct.error, OSError, TypeError) as exc:
         raise DhcpError(f"cannot encode packet: {exc}") from exc
     for code, value in p.options.items():
         if code <= 0 or code >= 255:
             raise DhcpError(f"option code {code} cannot be carried as an option")
         while len(value) > 255:
-            parts.append(bytes((code, 255)))
-            parts.append(value[:255])
+            out.append(code)
+            out.append(255)
+            out += value[:255]
             value = value[255:]
-        parts.append(bytes((code, len(value))))
-        parts.append(value)
-    parts.append(b"\xff")
-    out = b"".join(parts)
+        out.append(code)
+        out.append(len(value))
+        out += value
+    out.append(255)
     if len(out) < min_size:
         out += bytes(min_size - len(out))
-    return out
+    return bytes(out)

@@ -29,6 +29,7 @@ stops on SIGTERM/SIGINT, and prints its counters as one JSON line on exit (also 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -55,7 +56,6 @@ _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _SO_RCVBUFFORCE = 33
 _CMSG_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 _LIMITED_BROADCAST = b"\xff\xff\xff\xff"
-_POLL_SECONDS = 0.25  # how quickly the receive loop notices stop()
 
 
 def open_socket(interface: str, port: int = 67) -> socket.socket:
@@ -121,7 +121,8 @@ class DhcpServer:
     def start(self) -> None:
         if self._sock is None:
             self._sock = open_socket(self.interface, self.port)
-        self._sock.settimeout(_POLL_SECONDS)
+        # Blocking receive (a timeout would cost a poll() per packet); stop() wakes it.
+        self._sock.settimeout(None)
         if self.config.workers > 0:
             self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="dhcp")
         self._thread = threading.Thread(target=self._loop, name="dhcp-recv", daemon=True)
@@ -129,6 +130,12 @@ class DhcpServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._sock is not None:
+            # Linux wakes a reader blocked on a UDP socket when it is shut down (recv then
+            # returns b""), even though the call itself reports ENOTCONN for unconnected
+            # sockets.
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RD)
         if self._thread is not None:
             self._thread.join(timeout)
         if self._pool is not None:
@@ -152,14 +159,14 @@ class DhcpServer:
         while not stop.is_set():
             try:
                 data, ancdata, _flags, _peer = sock.recvmsg(RECV_SIZE, _CMSG_SIZE)
-            except TimeoutError:
-                continue
             except OSError as exc:
                 if stop.is_set():
                     return
                 self.counters.add("receive_errors")
                 log.warning("receive failed: %s", exc)
                 continue
+            if stop.is_set():
+                return
             try:
                 self._dispatch(data, ancdata)
             except Exception:  # nothing a packet does may end the loop
