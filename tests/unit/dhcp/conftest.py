@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 
 from app.dhcp import options as opt
 from app.dhcp.codec import BOOTREQUEST, DhcpPacket, decode, encode
@@ -73,9 +74,23 @@ class DhcpClientDriver:
         outcome = handle(data, interface=interface, backend=self.backend, config=self.config,
                          now=self.now, counters=self.counters, to_broadcast=to_broadcast)
         if hasattr(outcome, "packet"):
-            # What goes on the wire must survive our own decoder unchanged.
-            assert decode(encode(outcome.packet)) == outcome.packet
+            check_against_scapy(outcome.packet)
         return outcome
+
+
+def check_against_scapy(packet: DhcpPacket) -> None:
+    """Every reply the tests see also reads the same in scapy, the independent oracle."""
+    wire = encode(packet)
+    assert decode(wire) == packet
+    theirs = BOOTP(wire)
+    assert (theirs.op, theirs.xid, theirs.flags) == (packet.op, packet.xid, packet.flags)
+    assert (theirs.ciaddr, theirs.yiaddr, theirs.giaddr) == (
+        packet.ciaddr, packet.yiaddr, packet.giaddr)
+    assert bytes(theirs.chaddr)[: packet.hlen] == packet.chaddr
+    codes = [DHCPRevOptions[o[0]][0] if isinstance(o[0], str) else o[0]
+             for o in theirs[DHCP].options if isinstance(o, tuple)]
+    assert codes == list(packet.options)
+    assert bytes(theirs) == wire
 
 
 @pytest.fixture
