@@ -31,6 +31,8 @@ Checks, in order (later ones run only when the file could be read at all):
      without a way out, no flows to unknown elements (`no_start_event`, `no_end_event`,
      `end_unreachable`, `unreachable_element`, `no_path_to_end`, `dangling_flow`,
      `no_executable_process`).
+
+A file the checks themselves fail on is refused too (`validator_error`): the gate fails closed.
 """
 
 from __future__ import annotations
@@ -135,10 +137,13 @@ def validate_bpmn(data: bytes | str, catalogue: Mapping[str, OperationSchema], *
             message=f"the root element is <{etree.QName(root).localname}>, not a BPMN 2.0 "
                     f"<definitions> in namespace {BPMN_NS}. Upload a .bpmn file"),))
     checker = _Checker(root, catalogue, frozenset(functions))
-    schema_ok = checker.check_schema()
-    if schema_ok:
-        checker.check_engine_parse()
-    checker.check_rules()
+    try:
+        if checker.check_schema():
+            checker.check_engine_parse()
+        checker.check_rules()
+    except Exception as err:  # noqa: BLE001 - fail closed: a file we cannot check is refused
+        checker.add("", "validator_error", f"the file could not be checked completely "
+                                           f"({type(err).__name__}: {err}); it was not stored")
     if checker.engine_crash is not None and not checker.problems:
         checker.problems.append(checker.engine_crash)
     try:

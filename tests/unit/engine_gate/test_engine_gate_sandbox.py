@@ -332,3 +332,62 @@ def test_evaluation_works_in_any_thread():
 def test_errors_form_one_family():
     assert issubclass(ForbiddenExpression, SandboxError)
     assert issubclass(ExpressionFailed, SandboxError)
+
+
+# --- the interpreter agrees with Python on what it allows ---------------------------------
+
+import builtins  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_atoms = st.one_of(
+    st.integers(-20, 20).map(str),
+    st.sampled_from(["x", "y", "s", "t", "True", "False", "None", "'ab'", "[1, 2]", "(3,)"]),
+)
+
+
+def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    binary = st.tuples(children, st.sampled_from(
+        ["+", "-", "*", "//", "%", "<", "<=", "==", "!=", ">", "and", "or", "in", "|", "&", "^"]),
+        children).map(lambda t: f"({t[0]} {t[1]} {t[2]})")
+    power = st.tuples(children, st.integers(0, 4)).map(lambda t: f"({t[0]} ** {t[1]})")
+    unary = st.tuples(st.sampled_from(["not ", "-", "~"]), children).map(
+        lambda t: f"({t[0]}{t[1]})")
+    calls = st.tuples(st.sampled_from(["len", "abs", "str", "bool", "list", "sorted"]),
+                      children).map(lambda t: f"{t[0]}({t[1]})")
+    pairs = st.tuples(st.sampled_from(["min", "max"]), children, children).map(
+        lambda t: f"{t[0]}({t[1]}, {t[2]})")
+    ternary = st.tuples(children, children, children).map(
+        lambda t: f"({t[0]} if {t[1]} else {t[2]})")
+    comp = st.tuples(children, children).map(lambda t: f"[{t[0]} for v in [1, 2] if {t[1]}]")
+    return st.one_of(binary, power, unary, calls, pairs, ternary, comp)
+
+
+EXPRESSIONS = st.recursive(_atoms, _combine, max_leaves=8)
+NAMES = {"x": 7, "y": -3, "s": "lease", "t": [1, "a"]}
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")  # strategy repr size
+@settings(max_examples=300, deadline=None)
+@given(EXPRESSIONS)
+def test_allowed_expressions_evaluate_exactly_like_python(src):
+    assert check_expression(src) == []
+    try:
+        expected = eval(src, {"__builtins__": builtins, **NAMES})  # trusted: generated here
+    except Exception:
+        with pytest.raises(ExpressionFailed):
+            evaluate(src, NAMES)
+        return
+    try:
+        got = evaluate(src, NAMES)
+    except ExpressionFailed as err:
+        # only the sandbox's own refusals may differ from Python
+        assert "%-formatting" in str(err) or "larger than" in str(err), (src, err)
+        return
+    assert got == expected and type(got) is type(expected), src
+
+
+def test_a_wall_clock_deadline_backs_up_the_step_budget():
+    with pytest.raises(ExpressionFailed, match="longer than"):
+        execute("while True:\n    pass", {}, limits=Limits(max_seconds=0.0))
