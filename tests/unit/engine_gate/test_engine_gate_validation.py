@@ -148,3 +148,76 @@ def test_canonical_form_of_a_valid_file_validates_again(catalogue):
 
 def test_string_input_is_accepted(catalogue):
     assert validate_bpmn(read_case("valid_lease").decode(), catalogue).ok
+
+
+@pytest.fixture()
+def loopback_server():
+    """A loopback HTTP server that records every request (nothing should ever reach it)."""
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            requests.append(self.path)
+            body = b'<!ENTITY leaked "LEAKED">'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("case", ["xxe_http", "external_dtd"])
+def test_no_network_access_even_if_the_byte_scan_misses(case, loopback_server, monkeypatch,
+                                                        catalogue):
+    port, requests = loopback_server
+    data = read_case(case).replace(b"127.0.0.1:9", f"127.0.0.1:{port}".encode())
+    monkeypatch.setattr(canonical, "_DTD_MARKER", re.compile(rb"(?!)"))
+    report = validate_bpmn(data, catalogue)
+    assert not report.ok
+    assert requests == []
+    assert all("LEAKED" not in p.message for p in report.problems)
+
+
+@pytest.mark.parametrize("how", ["external_subset", "parameter_entity", "general_entity"])
+def test_external_files_are_never_read_even_if_the_byte_scan_misses(how, tmp_path, monkeypatch,
+                                                                    catalogue):
+    from lxml import etree
+
+    dtd = tmp_path / "evil.dtd"
+    dtd.write_text('<!ENTITY leaked "LEAKED">')
+    secret = tmp_path / "secret.txt"
+    secret.write_text("LEAKED")
+    doctype = {
+        "external_subset": f'<!DOCTYPE definitions SYSTEM "{dtd.as_uri()}">',
+        "parameter_entity": f'<!DOCTYPE definitions [<!ENTITY % r SYSTEM "{dtd.as_uri()}"> %r;]>',
+        "general_entity": f'<!DOCTYPE definitions [<!ENTITY leaked SYSTEM "{secret.as_uri()}">]>',
+    }[how]
+    data = read_case("valid_lease").replace(
+        b'<?xml version="1.0" encoding="UTF-8"?>',
+        b'<?xml version="1.0" encoding="UTF-8"?>\n' + doctype.encode()).replace(
+        b'<bpmn:startEvent id="start" name="Lease requested"/>',
+        b'<bpmn:startEvent id="start" name="Lease requested">'
+        b"<bpmn:documentation>&leaked;</bpmn:documentation></bpmn:startEvent>")
+    # control: a naive parser really does read the file, so this test can tell
+    naive = etree.XMLParser(load_dtd=True, resolve_entities=True)
+    assert b"LEAKED" in etree.tostring(etree.fromstring(data, naive))
+    monkeypatch.setattr(canonical, "_DTD_MARKER", re.compile(rb"(?!)"))
+    report = validate_bpmn(data, catalogue)
+    assert not report.ok
+    assert report.canonical is None
+    assert all("LEAKED" not in p.message for p in report.problems)
