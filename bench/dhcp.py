@@ -6,9 +6,10 @@ side of one veth pair), one after the other, with the same perfdhcp settings:
 - new-lease rate: DORAs completed per second (REQUEST-ACK received / seconds) at the highest
   offered rate whose run dropped at most 0.1 % of exchanges. Every step starts on a fresh
   lease store (a restarted server) and uses at least rate × seconds distinct clients, so
-  every exchange is a new lease. The rate grows geometrically until a step fails, then the
-  boundary is bisected; a failed step near the boundary is repeated once, because on a
-  small shared machine runs at the same rate vary.
+  every exchange is a new lease. The rate grows geometrically until a step fails (or halves
+  until one passes, when the first step already fails), then the boundary is bisected; once
+  a step has passed, a failed step is repeated once, because on a small shared machine runs
+  at the same rate vary a lot.
 - delays: perfdhcp's per-exchange timestamps (`-x t`) of one more run at the best passing
   rate (recording them slows perfdhcp, so the search runs without), as p50/p99 of
   DISCOVER→OFFER and of REQUEST→ACK separately (perfdhcp does not pair them per client).
@@ -16,8 +17,10 @@ side of one veth pair), one after the other, with the same perfdhcp settings:
   most 0.1 % drops. perfdhcp sends renewals only beside DORAs and never faster than them,
   so a renewal step runs `-r N -f N` for 1,000 known clients: N DORAs plus N renewals a second.
 
-`python -m bench.dhcp [--quick] [--only kea|leaseflow]`; `main(argv)` serves `leaseflow bench
-dhcp`. All traffic stays inside the two namespaces this run creates.
+`python -m bench.dhcp [--quick] [--only kea|leaseflow] [--seconds S] [--json]`; `main(argv)`
+serves `leaseflow bench dhcp`. The full run takes 2-4 minutes, `--quick` (1 s steps, a
+coarse search, no bisection) about 30 s. All traffic stays inside the two namespaces this
+run creates.
 """
 
 from __future__ import annotations
