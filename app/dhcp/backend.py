@@ -83,7 +83,11 @@ class LeaseBackend(Protocol):
         ...
 
     def decline(self, client: Client, address: str, now: float) -> None:
-        """The client found the address in use: put it on probation and alert the admin."""
+        """The client found the address in use: put it on probation and alert the admin.
+
+        Only if `address` is this client's (offered or bound): a DECLINE for someone else's
+        address is ignored, or one client could empty the pool.
+        """
         ...
 
     def forget_offer(self, client: Client, now: float) -> None:

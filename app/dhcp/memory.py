@@ -217,13 +217,14 @@ class MemoryLeaseBackend:
                 wanted = ip_int(address)
             except OSError:
                 return
-            if not client.subnet.pool_first <= wanted <= client.subnet.pool_last:
+            # Only the holder may decline an address: otherwise one client could take the
+            # whole pool out of service with a burst of forged DECLINEs.
+            if pool.owners.get(wanted) != client.client_id:
                 return
+            del pool.owners[wanted]
             record = pool.records.get(client.client_id)
             if record is not None and record.address == wanted:
                 del pool.records[client.client_id]
-            if pool.owners.get(wanted) == client.client_id:
-                del pool.owners[wanted]
             pool.probation[wanted] = now + self.decline_probation
             self.declines.append(
                 DeclineEvent(subnet=client.subnet.cidr, address=address,

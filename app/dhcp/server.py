@@ -2,7 +2,9 @@
 
 One UDP socket on 0.0.0.0:PORT bound to one interface (`SO_BINDTODEVICE`: without it a
 broadcast reply fails with ENETUNREACH, and we would answer on interfaces we do not serve).
-Relays reach it on the same port (giaddr set) and get replies on port 67.
+Relays reach it on the same port (giaddr set) and get replies on port 67. To serve several
+interfaces, run one `DhcpServer` per interface with the same backend and config (the sockets
+share port 67 thanks to `SO_REUSEADDR` and the per-device binding).
 
 Threads: one receive loop decodes and plans every datagram (cheap, pure); backend calls,
 which may block up to the lease process's patience, run on a small `ThreadPoolExecutor`

@@ -320,6 +320,15 @@ def test_decline_puts_the_address_on_probation(dhcp_client, make_request, backen
     assert address in backend.bindings(dhcp_client.now)  # back in the pool after probation
 
 
+def test_decline_of_someone_elses_address_changes_nothing(dhcp_client, make_request, backend):
+    _, ack = dora(dhcp_client, make_request)
+    out = dhcp_client.send(make_request(opt.DECLINE, mac="02:00:00:00:00:66",
+                                        requested=opt.ip(ack.packet.yiaddr), server_id=SERVER))
+    assert out == Silence(reason="declines")
+    assert backend.declines == []
+    assert backend.bindings(dhcp_client.now)[ack.packet.yiaddr]["state"] == "bound"
+
+
 def test_release_frees_the_address_but_keeps_the_binding(dhcp_client, make_request, backend):
     _, ack = dora(dhcp_client, make_request)
     address = ack.packet.yiaddr
