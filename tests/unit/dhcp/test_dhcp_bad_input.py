@@ -122,3 +122,21 @@ def test_fuzzed_datagrams_never_escape_the_handler(dhcp_client, prefix, options,
     bootrequest = b"\x01" + prefix[1:]
     for data in (raw, bootrequest + MAGIC_COOKIE + bytes((53, 1, message_type)) + options):
         assert dhcp_client.send(data) is not None
+
+
+class ExplodingBackend:
+    """A backend with a bug: every call raises."""
+
+    def __getattr__(self, name):
+        def boom(*args, **kwargs):
+            raise RuntimeError(f"{name} exploded")
+
+        return boom
+
+
+def test_a_failing_backend_is_counted_and_the_client_gets_no_reply(
+        config, make_request, dhcp_client_for):
+    client = dhcp_client_for(config, ExplodingBackend())
+    out = client.send(make_request(opt.DISCOVER))
+    assert out == Drop(reason="backend_error")
+    assert client.counters["backend_errors"] == 1
