@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -80,12 +81,13 @@ class Plan:
     bisections: int
     retries: int  # extra attempts for a failed step once a boundary is known
     renew: bool
+    budget: float  # seconds per server: 55 % new leases, 45 % renewals; delay runs on top
 
 
 FULL = Plan(seconds=3.0, start_rate=1000, growth=1.6, max_rate=20_000, bisections=2,
-            retries=1, renew=True)
+            retries=1, renew=True, budget=110.0)
 QUICK = Plan(seconds=1.0, start_rate=1000, growth=3.0, max_rate=27_000, bisections=0,
-             retries=0, renew=True)
+             retries=0, renew=True, budget=12.0)
 
 
 class Target(Protocol):
@@ -223,7 +225,8 @@ class ServerResult:
 
 
 def search_highest_rate(
-    measure: Callable[[int], tuple[Step, PerfdhcpRun]], plan: Plan, start_rate: int
+    measure: Callable[[int], tuple[Step, PerfdhcpRun]], plan: Plan, start_rate: int,
+    deadline: float = math.inf,
 ) -> tuple[Step, PerfdhcpRun] | None:
     """Highest passing step: grow the rate until a step fails, then bisect the boundary."""
     best: tuple[Step, PerfdhcpRun] | None = None
@@ -232,6 +235,8 @@ def search_highest_rate(
         # Once one step has passed, a failure may be noise near the boundary: repeat it.
         nonlocal best
         for _ in range(1 + (plan.retries if best is not None else 0)):
+            if time.monotonic() > deadline:
+                return False  # out of time: keep what was found
             step, run = measure(rate)
             if step.passed:
                 if best is None or step.completed > best[0].completed:
@@ -317,7 +322,9 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
     # The new-lease figure is capped by the pool: every step needs rate × seconds addresses.
     capped = Plan(**asdict(plan) | {"max_rate": min(plan.max_rate,
                                                     int(POOL_SIZE / plan.seconds / 1.2))})
-    best_new = search_highest_rate(new_leases, capped, plan.start_rate)
+    began = time.monotonic()
+    best_new = search_highest_rate(new_leases, capped, plan.start_rate,
+                                   deadline=began + plan.budget * 0.55)
     result: dict[str, object] = {"server": target.name}
     if best_new is not None:
         step = best_new[0]
@@ -334,7 +341,8 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
     if plan.renew:
         # Renewal steps carry as many DORAs as renewals: start below the DORA limit.
         start = max(250, int((best_new[0].rate if best_new else plan.start_rate) / 2))
-        best_renew = search_highest_rate(renewals, plan, start)
+        best_renew = search_highest_rate(renewals, plan, start,
+                                         deadline=time.monotonic() + plan.budget * 0.45)
         if best_renew is not None:
             renew_step, renew_run = delay_run(renewals, best_renew[0].rate)
             renew = renew_run.stats(RENEW_ACK)

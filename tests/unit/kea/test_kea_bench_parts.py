@@ -155,7 +155,7 @@ def fake_server(capacity: int, noisy: frozenset[int] = frozenset()):
 def test_search_grows_then_bisects_the_boundary() -> None:
     measure, calls = fake_server(capacity=5000)
     plan = Plan(seconds=1, start_rate=1000, growth=2.0, max_rate=100_000, bisections=3,
-                retries=0, renew=False)
+                retries=0, renew=False, budget=60)
     best = search_highest_rate(measure, plan, plan.start_rate)
     assert best is not None
     assert calls[:4] == [1000, 2000, 4000, 8000]
@@ -166,7 +166,7 @@ def test_search_grows_then_bisects_the_boundary() -> None:
 def test_a_noisy_failure_is_repeated_once_the_boundary_is_near() -> None:
     measure, calls = fake_server(capacity=5000, noisy=frozenset({4000}))
     plan = Plan(seconds=1, start_rate=1000, growth=2.0, max_rate=100_000, bisections=0,
-                retries=1, renew=False)
+                retries=1, renew=False, budget=60)
     best = search_highest_rate(measure, plan, plan.start_rate)
     assert best is not None and best[0].rate == 4000
     assert calls.count(4000) == 2
@@ -198,8 +198,14 @@ def test_the_table_names_cores_and_both_servers() -> None:
 def test_a_start_above_capacity_searches_downwards() -> None:
     measure, calls = fake_server(capacity=700)
     plan = Plan(seconds=1, start_rate=3000, growth=2.0, max_rate=100_000, bisections=2,
-                retries=0, renew=False)
+                retries=0, renew=False, budget=60)
     best = search_highest_rate(measure, plan, plan.start_rate)
     assert best is not None and best[0].passed
     assert calls[:3] == [3000, 1500, 750]
     assert 375 <= best[0].rate <= 700
+
+
+def test_no_step_starts_after_the_deadline() -> None:
+    measure, calls = fake_server(capacity=5000)
+    assert search_highest_rate(measure, FULL, 1000, deadline=0.0) is None
+    assert calls == []
