@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import reactivex
+from reactivex import abc
 from reactivex import operators as ops
 from reactivex.subject import Subject
 
@@ -171,10 +172,17 @@ class ChainBatcher:
             pass
 
 
-def batches_of(source: reactivex.Observable[ChainRequest], max_items: int, max_delay: float
-               ) -> reactivex.Observable[list[ChainRequest]]:
+def batches_of(
+    source: reactivex.Observable[ChainRequest],
+    max_items: int,
+    max_delay: float,
+    scheduler: abc.SchedulerBase | None = None,
+) -> reactivex.Observable[list[ChainRequest]]:
     """The batching rule on its own, for tests of the stream with a virtual-time scheduler."""
-    return source.pipe(
-        ops.buffer_with_time_or_count(max_delay, max_items),
-        ops.filter(lambda batch: len(batch) > 0),
+    def not_empty(batch: list[ChainRequest]) -> bool:
+        return len(batch) > 0  # a time window with no submissions emits an empty buffer
+
+    buffered: reactivex.Observable[list[ChainRequest]] = source.pipe(
+        ops.buffer_with_time_or_count(max_delay, max_items, scheduler=scheduler)
     )
+    return buffered.pipe(ops.filter(not_empty))
