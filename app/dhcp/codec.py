@@ -35,6 +35,7 @@ MAX_PACKET_SIZE = 1500
 MIN_REPLY_SIZE = 300
 
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s4s")
+_TL = struct.Struct("BB").pack  # an option's code and length
 _inet_ntoa = socket.inet_ntoa
 _inet_aton = socket.inet_aton
 _EMPTY: Mapping[int, bytes] = MappingProxyType({})
@@ -207,17 +208,18 @@ def encode(packet: DhcpPacket, *, min_size: int = MIN_REPLY_SIZE) -> bytes:
     except (struct.error, OSError, TypeError) as exc:
         raise DhcpError(f"cannot encode packet: {exc}") from exc
     for code, value in p.options.items():
-        if code <= 0 or code >= 255:
+        if not 0 < code < 255:
             raise DhcpError(f"option code {code} cannot be carried as an option")
-        while len(value) > 255:
-            out.append(code)
-            out.append(255)
+        n = len(value)
+        while n > 255:
+            out += _TL(code, 255)
             out += value[:255]
             value = value[255:]
-        out.append(code)
-        out.append(len(value))
+            n -= 255
+        out += _TL(code, n)
         out += value
-    out.append(255)
-    if len(out) < min_size:
-        out += bytes(min_size - len(out))
+    out += b"\xff"
+    n = len(out)
+    if n < min_size:
+        out += bytes(min_size - n)
     return bytes(out)

@@ -139,9 +139,11 @@ class ServerConfig:
     by_interface: Mapping[str, tuple[SubnetConfig, ...]] = field(
         init=False, repr=False, compare=False
     )
+    server_id_bytes: bytes = field(init=False, repr=False, compare=False)  # option 54
 
     def __post_init__(self) -> None:
         _check_ip(self.server_id, "server id")
+        object.__setattr__(self, "server_id_bytes", opt.ip(self.server_id))
         if not self.subnets:
             raise ConfigError("no subnet to serve")
         nets = [ipaddress.IPv4Network(s.cidr) for s in self.subnets]

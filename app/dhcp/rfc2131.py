@@ -279,7 +279,7 @@ def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
     t1, t2 = subnet.timers(lease)
     options: dict[int, bytes] = {
         opt.MESSAGE_TYPE: bytes((message_type,)),
-        opt.SERVER_ID: opt.ip(config.server_id),
+        opt.SERVER_ID: config.server_id_bytes,
         opt.LEASE_TIME: opt.u32(lease),
         opt.RENEWAL_TIME: opt.u32(t1),
         opt.REBINDING_TIME: opt.u32(t2),
@@ -304,7 +304,7 @@ def inform(inbound: Inbound, config: ServerConfig) -> Reply:
     request = inbound.packet
     options: dict[int, bytes] = {
         opt.MESSAGE_TYPE: bytes((opt.ACK,)),
-        opt.SERVER_ID: opt.ip(config.server_id),
+        opt.SERVER_ID: config.server_id_bytes,
     }
     _parameters(request, inbound.client.subnet, options, None)
     _echo(request, options)
@@ -319,7 +319,7 @@ def nak(inbound: Inbound, config: ServerConfig, reason: str) -> Reply:
     request = inbound.packet
     options: dict[int, bytes] = {
         opt.MESSAGE_TYPE: bytes((opt.NAK,)),
-        opt.SERVER_ID: opt.ip(config.server_id),
+        opt.SERVER_ID: config.server_id_bytes,
         opt.MESSAGE: reason.encode()[:255],
     }
     _echo(request, options)
