@@ -15,7 +15,14 @@ from app.ledger.chain import (
     make_row,
     row_hash,
 )
-from app.ledger.merkle import ProofStep, merkle_proof, merkle_root, verify_proof
+from app.ledger.merkle import (
+    ProofStep,
+    RowProof,
+    merkle_proof,
+    merkle_root,
+    prove_row,
+    verify_proof,
+)
 from app.ledger.verify import Anchor, Problem, VerifyReport, anchor_ranges, verify
 
 __all__ = [
@@ -26,12 +33,14 @@ __all__ = [
     "LedgerRow",
     "Problem",
     "ProofStep",
+    "RowProof",
     "VerifyReport",
     "anchor_ranges",
     "canonical_json",
     "make_row",
     "merkle_proof",
     "merkle_root",
+    "prove_row",
     "row_hash",
     "verify",
     "verify_proof",

@@ -77,3 +77,45 @@ def verify_proof(row_hash_hex: str, proof: Sequence[ProofStep], root: str) -> bo
     except (LedgerError, ValueError):
         return False
     return node.hex() == root.lower().removeprefix("0x")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RowProof:
+    """Evidence that one row is inside an anchored range: export it with the row itself."""
+
+    seq: int
+    row_hash: str
+    anchor_seq: int  # the anchor whose root this proof reaches
+    root: str
+    steps: tuple[ProofStep, ...]
+
+    def verify(self) -> bool:
+        return verify_proof(self.row_hash, self.steps, self.root)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "row_hash": self.row_hash,
+            "anchor_seq": self.anchor_seq,
+            "root": self.root,
+            "path": [
+                {"sibling": s.sibling, "side": "left" if s.sibling_is_left else "right"}
+                for s in self.steps
+            ],
+        }
+
+
+def prove_row(range_hashes: Sequence[str], first_seq: int, seq: int) -> RowProof:
+    """The proof for row `seq` in the anchored range starting at `first_seq`.
+
+    `range_hashes` are the stored hashes of every row of that range, in order (the range
+    of an anchor is the rows after the previous anchor up to its own seq).
+    """
+    index = seq - first_seq
+    return RowProof(
+        seq=seq,
+        row_hash=range_hashes[index] if 0 <= index < len(range_hashes) else "",
+        anchor_seq=first_seq + len(range_hashes) - 1,
+        root=merkle_root(range_hashes),
+        steps=merkle_proof(range_hashes, index),
+    )

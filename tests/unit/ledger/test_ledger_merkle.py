@@ -47,3 +47,16 @@ def test_empty_range_has_no_root():
         merkle_root([])
     with pytest.raises(LedgerError):
         merkle_proof(hashes(3), 3)
+
+
+def test_row_proof_for_an_anchored_range():
+    from app.ledger import prove_row
+
+    leaves = hashes(10)  # rows 21..30, anchored at 30
+    proof = prove_row(leaves, first_seq=21, seq=27)
+    assert proof.verify()
+    assert (proof.seq, proof.anchor_seq, proof.row_hash) == (27, 30, leaves[6])
+    assert proof.root == merkle_root(leaves)
+    assert proof.to_json()["path"][0]["side"] in {"left", "right"}
+    with pytest.raises(LedgerError):
+        prove_row(leaves, first_seq=21, seq=31)
