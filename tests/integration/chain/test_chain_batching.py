@@ -6,7 +6,15 @@ import threading
 
 import pytest
 
-from app.chain import AllocateItem, Reason, ReleaseItem, holder_id, ip_to_uint, subnet_id
+from app.chain import (
+    AllocateItem,
+    Reason,
+    ReleaseItem,
+    Unauthorized,
+    holder_id,
+    ip_to_uint,
+    subnet_id,
+)
 from app.chain.batcher import BatcherClosed, ChainBatcher
 
 pytestmark = pytest.mark.integration
@@ -90,3 +98,16 @@ def test_closed_batcher_refuses_new_items(registry):
     assert pending.result(timeout=30).accepted  # flushed on close
     with pytest.raises(BatcherClosed):
         batcher.submit(AllocateItem.for_lease(subnet=SUBNET, ip="10.30.7.8", client_id="a"))
+
+
+def test_refused_transaction_fails_every_future_as_business_error(registry, outsider):
+    stranger = registry.as_sender(outsider)  # not a writer: the whole transaction reverts
+    with ChainBatcher(stranger, max_items=3, max_delay=0.05) as batcher:
+        futures = [
+            batcher.submit(AllocateItem.for_lease(subnet=SUBNET, ip=f"10.30.6.{n}",
+                                                  client_id="a"))
+            for n in range(3)
+        ]
+        errors = [f.exception(timeout=30) for f in futures]
+
+    assert all(isinstance(e, Unauthorized) and not e.transient for e in errors)

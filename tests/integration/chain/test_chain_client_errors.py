@@ -60,3 +60,18 @@ def test_node_down_fails_every_future_of_the_batch_transiently():
         errors = [f.exception(timeout=30) for f in futures]
 
     assert all(isinstance(e, ChainUnavailable) and e.transient for e in errors)
+
+
+# anvil's first development account: a well-known public test key, funded on every anvil.
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+def test_locally_signed_transactions(anvil_node):
+    client = ChainClient.from_url(anvil_node.url, private_key=ANVIL_DEV_KEY,
+                                  chain_id=anvil_node.chain_id)
+    registry = client.registry()
+    outcomes = registry.allocate_batch([
+        AllocateItem.for_lease(subnet="k", ip=n, client_id="signed") for n in range(3)
+    ])
+    assert all(o.accepted for o in outcomes)
+    assert registry.is_admin(client.sender)
