@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from app.dhcp.backend import Binding, BindingState, Client, Refusal
+from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
 from app.dhcp.config import SubnetConfig, int_ip, ip_int
 
 log = logging.getLogger(__name__)
@@ -272,3 +273,7 @@ class MemoryLeaseBackend:
                     out[int_ip(record.address)] = {"client_id": cid.hex(), "state": state,
                                                    "subnet": pool.subnet.cidr}
         return out
+
+
+if TYPE_CHECKING:  # mypy proves the in-memory backend satisfies the port
+    _backend: LeaseBackend = MemoryLeaseBackend()
