@@ -41,6 +41,9 @@ def _sqlite_immediate(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # WAL + NORMAL survives a process crash (the embedded default's promise); a power
+        # cut may lose the last transactions, which is what PostgreSQL is for.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -83,7 +83,7 @@ class Lease(db.Model):  # type: ignore[name-defined, misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    subnet: Mapped[Subnet] = relationship(lazy="joined")
+    subnet: Mapped[Subnet] = relationship(lazy="select")
 
     __table_args__ = (
         # The guarantee: at most one offered/bound lease per (subnet, address).
@@ -138,7 +138,8 @@ class ProcessInstance(db.Model):  # type: ignore[name-defined, misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    definition: Mapped[ProcessDefinition] = relationship(lazy="joined")
+    # Not joined: the XML is large and the engine takes specs from a per-id cache instead.
+    definition: Mapped[ProcessDefinition] = relationship(lazy="select")
     # Optimistic locking: an UPDATE that finds another version raises StaleDataError.
     __mapper_args__ = {"version_id_col": version}
 

@@ -7,40 +7,15 @@ real PostgreSQL and Redis named by LEASEFLOW_TEST_DATABASE_URL / LEASEFLOW_TEST_
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "test-token-" + uuid.uuid4().hex
-
-
-def make_app(tmp_path: Path, **overrides: Any) -> Flask:
-    from app import create_app
-    from app.config import Settings
-    from app.extensions import db
-    from app.services import setup
-
-    values: dict[str, Any] = {"database_url": f"sqlite:///{tmp_path / 'leaseflow.db'}",
-                              "broker_url": "memory://", "api_token": TOKEN,
-                              "admin_password": "admin-secret", "secret_key": "test",
-                              "tick_interval": 0.05}
-    values.update(overrides)
-    settings = Settings.from_env(environ={}, **values)
-    app = create_app(settings=settings)
-    with app.app_context():
-        from flask_migrate import upgrade
-
-        upgrade()
-        setup.bootstrap()
-        db.session.remove()
-    return app
+from lf_support import TOKEN, make_app, pg_url
 
 
 @pytest.fixture
@@ -63,15 +38,6 @@ def client(app: Flask) -> FlaskClient:
 def admin() -> dict[str, str]:
     """Headers of an admin (the API token)."""
     return {"Authorization": f"Bearer {TOKEN}"}
-
-
-def pg_url() -> str:
-    return os.environ.get("LEASEFLOW_TEST_DATABASE_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def redis_url() -> str:
-    return os.environ.get("LEASEFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture

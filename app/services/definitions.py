@@ -65,8 +65,22 @@ def active(key: str = DEFAULT_KEY, *, required: bool = True) -> ProcessDefinitio
     return row  # type: ignore[return-value]
 
 
+_specs: dict[int, runtime.ProcessSpec] = {}
+
+
 def spec_of(definition: ProcessDefinition) -> runtime.ProcessSpec:
     return runtime.load_spec(definition.xml, definition.key)
+
+
+def spec_by_id(definition_id: int) -> runtime.ProcessSpec:
+    """The spec of a stored version; versions never change, so cache by id."""
+    spec = _specs.get(definition_id)
+    if spec is None:
+        row = db.session.get(ProcessDefinition, definition_id)
+        if row is None:
+            raise NotFound(f"no process version {definition_id}", code="unknown_process")
+        spec = _specs[definition_id] = spec_of(row)
+    return spec
 
 
 def ensure_default(*, actor: str = "system") -> ProcessDefinition:

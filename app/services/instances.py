@@ -55,8 +55,8 @@ def _remember(instance: ProcessInstance, workflow: Any) -> None:
 def lock(instance_id: int) -> ProcessInstance:
     instance = db.session.execute(
         select(ProcessInstance).where(ProcessInstance.id == instance_id)
-        .with_for_update(of=ProcessInstance).execution_options(populate_existing=True)
-    ).unique().scalar_one_or_none()
+        .with_for_update().execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     if instance is None:
         raise NotFound(f"no instance {instance_id}", code="unknown_instance")
     return instance
@@ -65,15 +65,16 @@ def lock(instance_id: int) -> ProcessInstance:
 def lock_many(instance_ids: Sequence[int]) -> dict[int, ProcessInstance]:
     rows = db.session.execute(
         select(ProcessInstance).where(ProcessInstance.id.in_(sorted(set(instance_ids))))
-        .order_by(ProcessInstance.id).with_for_update(of=ProcessInstance)
-        .execution_options(populate_existing=True)).unique().scalars()
+        .order_by(ProcessInstance.id).with_for_update()
+        .execution_options(populate_existing=True)).scalars()
     return {row.id: row for row in rows}
 
 
 def workflow_of(instance: ProcessInstance) -> Any:
     workflow = _cached(instance)
     if workflow is None:
-        workflow = runtime.restore(definitions.spec_of(instance.definition), instance.workflow)
+        workflow = runtime.restore(definitions.spec_by_id(instance.definition_id),
+                                   instance.workflow)
     return workflow
 
 
@@ -136,7 +137,8 @@ def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
     db.session.add(instance)
     db.session.flush()
     request = {**request, "instance_id": instance.id}
-    workflow, report = runtime.start(definitions.spec_of(definition), {"lease_request": request})
+    workflow, report = runtime.start(definitions.spec_by_id(definition.id),
+                                     {"lease_request": request})
     uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
                payload={"process": f"{definition.key}/v{definition.version}",
                         "request": request})
@@ -346,7 +348,8 @@ def describe(instance: ProcessInstance, *, with_tasks: bool = False) -> dict[str
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat()}
     if with_tasks and instance.workflow:
-        workflow = runtime.restore(definitions.spec_of(instance.definition), instance.workflow)
+        workflow = runtime.restore(definitions.spec_by_id(instance.definition_id),
+                                   instance.workflow)
         out["tasks"] = runtime.task_states(workflow)
         out["jobs"] = [{"id": j.id, "task": j.task_name, "operation": j.operation,
                         "attempt": j.attempt, "status": j.status, "error": j.error}

@@ -45,15 +45,19 @@ def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None
             actor: str = "system") -> Lease:
     """Hold an address for `client_id` (state offered). Idempotent per instance."""
     target = subnets.resolve(subnet)
-    if instance_id is not None:
-        held = db.session.execute(select(Lease).where(
-            Lease.instance_id == instance_id, Lease.state.in_(HOLDING_VALUES))).scalar_one_or_none()
-        if held is not None:
-            return held
-    current = _holding_for_client(target.id, client_id)
-    if current is not None:
-        raise BusinessError(f"client {client_id} already holds {int_to_ip(current.address)}",
-                            code="client_has_lease", details={"ip": int_to_ip(current.address)})
+    # One look at the client's recent leases answers three questions: does this instance
+    # already hold one (a retried job), does the client hold one, which address had it last.
+    recent = db.session.execute(
+        select(Lease.id, Lease.address, Lease.state, Lease.instance_id)
+        .where(Lease.subnet_id == target.id, Lease.client_id == client_id)
+        .order_by(Lease.id.desc()).limit(8)).all()
+    for lease_id, address, state, owner_instance in recent:
+        if state in HOLDING_VALUES:
+            if instance_id is not None and owner_instance == instance_id:
+                return get_lease(lease_id)
+            raise BusinessError(f"client {client_id} already holds {int_to_ip(address)}",
+                                code="client_has_lease", details={"ip": int_to_ip(address)})
+    previous = recent[0][1] if recent else None
     pool = subnets.pool_of(target)
     avoided = {parse_address(a, field="avoid") for a in avoid if a}
     requested = None
@@ -62,9 +66,6 @@ def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None
             requested = parse_address(requested_ip, field="requested_ip")
         except IpamError as exc:
             raise BusinessError(str(exc), code="invalid_address") from None
-    previous = db.session.execute(
-        select(Lease.address).where(Lease.subnet_id == target.id, Lease.client_id == client_id)
-        .order_by(Lease.id.desc()).limit(1)).scalar_one_or_none()
     values = {"subnet_id": target.id, "state": LeaseState.OFFERED.value, "client_id": client_id,
               "instance_id": instance_id, "hostname": hostname, "owner": owner,
               "hwaddr": hwaddr, "created_at": utcnow(), "updated_at": utcnow(),

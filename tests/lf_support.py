@@ -1,0 +1,59 @@
+"""Helpers shared by the test suites (imported as `lf_support`; fixtures stay in conftest)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+def make_app(tmp_path: Path, **overrides: Any) -> Flask:
+    from app import create_app
+    from app.config import Settings
+    from app.extensions import db
+    from app.services import setup
+
+    values: dict[str, Any] = {"database_url": f"sqlite:///{tmp_path / 'leaseflow.db'}",
+                              "broker_url": "memory://", "api_token": TOKEN,
+                              "admin_password": "admin-secret", "secret_key": "test",
+                              "tick_interval": 0.05}
+    values.update(overrides)
+    settings = Settings.from_env(environ={}, **values)
+    app = create_app(settings=settings)
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+        setup.bootstrap()
+        db.session.remove()
+    return app
+
+
+
+
+def pg_url() -> str:
+    return os.environ.get("LEASEFLOW_TEST_DATABASE_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def redis_url() -> str:
+    return os.environ.get("LEASEFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def settle(predicate: Any, timeout: float, what: str) -> None:
+    """Re-check `predicate` until it holds or `timeout` passes (bounded; fails loudly)."""
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+        tick.wait(0.25)
