@@ -13,6 +13,8 @@ from app.dhcp.kea import (
     OurLease,
 )
 from bench.peers.kea import KeaPeer, free_port
+from bench.peers.netns import Namespace
+from bench.peers.perfdhcp import PerfdhcpError, find_perfdhcp
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +151,38 @@ def test_a_text_client_id_round_trips_and_reconciles(kea_client: KeaClient) -> N
     assert kea_client.reconcile([("10.77.0.127", "pod-web-1")], subnet_id=1).clean
     # A retried commit of the same pod is not a conflict.
     assert kea_client.commit_lease("10.77.0.127", None, client_id="pod-web-1") is not None
+
+
+PERFDHCP_MAC = "00:0c:01:02:03:04"  # perfdhcp's default base MAC: its first client
+
+
+def dora(client: Namespace) -> None:
+    """A second of DORAs by perfdhcp's first client, relayed from the client namespace.
+
+    One client (-R 1) keeps one lease however many exchanges run. `-n` is no help here: it
+    stops perfdhcp before the REQUEST is answered, and without `-r` it floods.
+    """
+    try:
+        binary = find_perfdhcp()
+    except PerfdhcpError as exc:
+        pytest.fail(str(exc))
+    done = client.run([binary, "-4", "-r", "10", "-p", "1", "-R", "1",
+                       "-l", client.ip, "10.77.0.1"], timeout=30)
+    # 3 = something was dropped: possible on a loaded machine, and the lease check decides.
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+
+
+def test_kea_serves_the_wire_around_leases_we_committed(kea_client: KeaClient,
+                                                        dhcp_client: Namespace) -> None:
+    # The first pool address is Leaseflow's: Kea must not hand it to a wire client.
+    kea_client.add_lease("10.77.0.100", MAC)
+    dora(dhcp_client)
+    leases = {lease.ip: lease.hwaddr for lease in kea_client.list_leases(1)}
+    assert leases.pop("10.77.0.100") == MAC
+    assert list(leases.values()) == [PERFDHCP_MAC]
+
+    # A lease Kea granted on its own is a stray to Leaseflow; apply removes it.
+    report = kea_client.reconcile([("10.77.0.100", MAC)], subnet_id=1)
+    assert report.summary()["only_in_kea"] == list(leases)
+    assert kea_client.apply(report).deleted == tuple(leases)
+    assert [lease.ip for lease in kea_client.list_leases(1)] == ["10.77.0.100"]
