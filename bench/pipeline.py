@@ -1,0 +1,172 @@
+"""Allocations/s and request latency through the whole lease pipeline.
+
+Each request is `POST /api/v1/leases?wait=` through the real Flask app (bearer auth, JSON,
+unit of work), the engine (SpiffWorkflow start → park), the outbox, a worker (ipam.reserve,
+dhcp.commit) and back, until the lease is bound. Two modes, printed side by side:
+
+- embedded: SQLite + the in-process worker (what `make run` starts);
+- postgres: PostgreSQL + Redis + N `leaseflow worker` processes (production shape).
+
+Run: `leaseflow bench pipeline [--requests N] [--threads T] [--workers W] [--mode M]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-" + uuid.uuid4().hex
+CIDR = "10.70.0.0/16"
+POOL = "10.70.0.10-10.70.255.250"
+
+
+def _app(settings_values: dict[str, Any]) -> Any:
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.config import Settings
+    from app.services import setup
+
+    settings = Settings.from_env(environ={}, api_token=TOKEN, secret_key="b",
+                                 admin_password="b", **settings_values)
+    app = create_app(settings=settings)
+    with app.app_context():
+        upgrade()
+        setup.bootstrap()
+    client = app.test_client()
+    response = client.post("/api/v1/subnets", json={"cidr": CIDR, "pools": [POOL]},
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 201, response.json
+    return app
+
+
+def _drive(app: Any, requests: int, threads: int) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    latencies: list[float] = []
+    failures: list[Any] = []
+    lock = threading.Lock()
+
+    def run(k: int) -> None:
+        client = app.test_client()
+        for i in range(k, requests, threads):
+            started = time.perf_counter()
+            response = client.post("/api/v1/leases?wait=60", headers=headers,
+                                   json={"subnet": CIDR, "client_id": f"bench-{i}"})
+            elapsed = time.perf_counter() - started
+            with lock:
+                if response.status_code == 201:
+                    latencies.append(elapsed)
+                else:
+                    failures.append(response.status_code)
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    seconds = time.perf_counter() - began
+    latencies.sort()
+    return {"bound": len(latencies), "failed": len(failures), "seconds": seconds,
+            "rate": len(latencies) / seconds,
+            "p50": statistics.median(latencies) * 1000 if latencies else float("nan"),
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+            if latencies else float("nan")}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def embedded(requests: int, threads: int) -> dict[str, float]:
+    from app import start_transport
+    from app.services import dispatch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = _app({"database_url": f"sqlite:///{tmp}/bench.db", "broker_url": "memory://"})
+        start_transport(app)
+        try:
+            return {**_drive(app, requests, threads), "rss_mb": _rss_mb()}
+        finally:
+            dispatch.install(None)
+
+
+def postgres(requests: int, threads: int, workers: int) -> dict[str, float]:
+    import redis
+    import sqlalchemy as sa
+
+    from app import start_transport
+    from app.services import dispatch
+    from bench.peers.workers import worker_env
+    from bench.peers.workers import workers as run_workers
+
+    base = os.environ.get("LEASEFLOW_TEST_DATABASE_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    broker = os.environ.get("LEASEFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    broker = broker.rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(broker).flushdb()
+    name = "lf_bench_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.rsplit("/", 1)[0] + "/" + name
+    try:
+        app = _app({"database_url": url, "broker_url": broker})
+        start_transport(app)
+        env = worker_env(url, broker)
+        with run_workers(env, workers, app.extensions["celery"], prefix="bench"):
+            result = _drive(app, requests, threads)
+        dispatch.install(None)
+        with app.app_context():
+            from app.extensions import db
+
+            db.engine.dispose()
+        return {**result, "rss_mb": _rss_mb()}
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leaseflow bench pipeline", description=__doc__)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mode", choices=["both", "embedded", "postgres"], default="both")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    rows = []
+    if args.mode in ("both", "embedded"):
+        rows.append(("embedded (SQLite, in-process worker)",
+                     embedded(args.requests, args.threads)))
+    if args.mode in ("both", "postgres"):
+        rows.append((f"postgres+redis ({args.workers} worker processes)",
+                     postgres(args.requests, args.threads, args.workers)))
+    print(f"pipeline: {args.requests} lease requests, {args.threads} client threads, "
+          f"{os.cpu_count()} cores")
+    print(f"{'mode':<40} {'bound':>6} {'alloc/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'api RSS MB':>10}")
+    for label, r in rows:
+        print(f"{label:<40} {r['bound']:>6.0f} {r['rate']:>8.1f} {r['p50']:>8.1f} "
+              f"{r['p99']:>8.1f} {r['rss_mb']:>10.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
