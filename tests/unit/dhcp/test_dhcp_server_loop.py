@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -56,3 +57,48 @@ def test_stop_returns_promptly_while_blocked_in_receive(loopback_server):
     server, _ = loopback_server
     server.stop(timeout=5)
     assert not server._thread.is_alive()
+
+
+class SlowForOneClient(MemoryLeaseBackend):
+    """Blocks the offer for one client until released, like a lease process past patience."""
+
+    def __init__(self, slow_chaddr: bytes) -> None:
+        super().__init__()
+        self.slow_chaddr = slow_chaddr
+        self.release_slow = threading.Event()
+
+    def offer(self, client, requested, now):
+        if client.chaddr == self.slow_chaddr:
+            self.release_slow.wait(10)
+        return super().offer(client, requested, now)
+
+
+def test_a_slow_backend_call_does_not_stall_other_clients(make_request):
+    subnet = SubnetConfig(cidr="127.0.0.0/8", pool=("127.0.10.1", "127.0.10.9"),
+                          interface="lo")
+    config = ServerConfig(server_id="127.0.0.1", subnets=(subnet,), workers=2)
+    slow = make_request(opt.DISCOVER, mac="02:00:00:00:00:01", giaddr="127.0.0.2")
+    fast = make_request(opt.DISCOVER, mac="02:00:00:00:00:02", giaddr="127.0.0.2")
+    backend = SlowForOneClient(slow.chaddr)
+    sock = open_socket("lo", 0)
+    server = DhcpServer(interface="lo", config=config, backend=backend, sock=sock)
+    server.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(encode(slow), sock.getsockname())
+            sender.sendto(encode(fast), sock.getsockname())
+        wait_until(lambda: server.counters["offers"] == 1)
+        assert not backend.release_slow.is_set()  # the fast client was served meanwhile
+        backend.release_slow.set()
+        wait_until(lambda: server.counters["offers"] == 2)
+    finally:
+        backend.release_slow.set()
+        server.stop()
+        sock.close()
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)  # polling a worker thread, bounded
