@@ -97,16 +97,30 @@ def client_identity(packet: DhcpPacket) -> bytes:
     return bytes((packet.htype,)) + packet.chaddr
 
 
+# Sent by a client that already has an address, straight to us (no relay even when the
+# client sits behind one): its ciaddr says which subnet it is on.
+_CIADDR_KINDS = frozenset((Kind.RENEWING, Kind.RELEASE, Kind.INFORM))
+
+
 def select_subnet(
-    packet: DhcpPacket, interface: str | None, hint: str | None, config: ServerConfig
+    packet: DhcpPacket,
+    interface: str | None,
+    hint: str | None,
+    config: ServerConfig,
+    kind: Kind | None = None,
 ) -> SubnetConfig | None:
-    """giaddr's subnet for relayed traffic, else one attached to the receiving interface.
+    """giaddr's subnet for relayed traffic; ciaddr's for a client unicasting to us
+    (RENEWING, RELEASE, INFORM); else one attached to the receiving interface.
 
     On an interface with several subnets (a shared network) the one holding `hint` (ciaddr
     or the requested address) wins, else the first.
     """
     if packet.giaddr != ZERO_IP:
         return config.subnet_of(packet.giaddr)
+    if kind in _CIADDR_KINDS and hint is not None:
+        subnet = config.subnet_of(hint)
+        if subnet is not None:
+            return subnet
     candidates = config.by_interface.get(interface or "", ())
     if not candidates:
         return None
@@ -174,7 +188,7 @@ def plan(
             return Drop(reason="bad_request")
         kind, address = Kind.INFORM, ciaddr
 
-    subnet = select_subnet(packet, interface, address, config)
+    subnet = select_subnet(packet, interface, address, config, kind)
     if subnet is None:
         return Drop(reason="no_subnet")
     client = Client(

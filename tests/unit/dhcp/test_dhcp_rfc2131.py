@@ -106,6 +106,33 @@ def test_relayed_discover_uses_the_giaddr_subnet_and_replies_to_the_relay(
     assert list(reply.packet.options)[-1] == opt.RELAY_AGENT_INFO
 
 
+def relayed_dora(dhcp_client, make_request, mac="02:00:00:00:00:21"):
+    offer = dhcp_client.send(make_request(opt.DISCOVER, mac=mac, giaddr="10.9.0.1"),
+                             interface=None)
+    ack = dhcp_client.send(make_request(opt.REQUEST, mac=mac, giaddr="10.9.0.1",
+                                        server_id=SERVER, requested=opt.ip(offer.packet.yiaddr)),
+                           interface=None)
+    assert ack.packet.message_type == opt.ACK
+    return ack.packet.yiaddr
+
+
+def test_client_behind_a_relay_renews_straight_to_us(dhcp_client, make_request):
+    # RENEWING goes unicast to the server without the relay: giaddr is zero and the packet
+    # arrives on an interface that does not carry the client's subnet; ciaddr decides.
+    address = relayed_dora(dhcp_client, make_request)
+    out = dhcp_client.send(make_request(opt.REQUEST, mac="02:00:00:00:00:21", ciaddr=address),
+                           to_broadcast=False)
+    assert out.packet.message_type == opt.ACK and (out.address, out.port) == (address, 68)
+    assert opt.read_u32(out.packet.options[opt.LEASE_TIME]) == 1200  # the relayed subnet's
+
+
+def test_client_behind_a_relay_releases_straight_to_us(dhcp_client, make_request, backend):
+    address = relayed_dora(dhcp_client, make_request)
+    dhcp_client.send(make_request(opt.RELEASE, mac="02:00:00:00:00:21", ciaddr=address,
+                                  server_id=SERVER))
+    assert backend.bindings(dhcp_client.now)[address]["state"] == "released"
+
+
 def test_unknown_relay_network_is_dropped(dhcp_client, make_request):
     out = dhcp_client.send(make_request(opt.DISCOVER, giaddr="192.0.2.1"))
     assert out == Drop(reason="no_subnet")
