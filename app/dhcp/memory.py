@@ -33,7 +33,9 @@ class _Record:
 @dataclass(kw_only=True, slots=True)
 class _Pool:
     subnet: SubnetConfig
-    cursor: int
+    cursor: int  # next never-used address
+    reclaim_cursor: int  # where the scan for expired/released addresses goes on
+    full_until: float = 0.0  # a full scan found nothing: do not rescan before this time
     records: dict[bytes, _Record] = field(default_factory=dict)  # client id → record
     owners: dict[int, bytes] = field(default_factory=dict)  # address → client id
     probation: dict[int, float] = field(default_factory=dict)  # address → until
@@ -62,7 +64,9 @@ class MemoryLeaseBackend:
     def _pool(self, subnet: SubnetConfig) -> _Pool:
         pool = self._pools.get(subnet.cidr)
         if pool is None:
-            pool = self._pools[subnet.cidr] = _Pool(subnet=subnet, cursor=subnet.pool_first)
+            pool = self._pools[subnet.cidr] = _Pool(
+                subnet=subnet, cursor=subnet.pool_first, reclaim_cursor=subnet.pool_first
+            )
         return pool
 
     @staticmethod
@@ -103,10 +107,18 @@ class MemoryLeaseBackend:
             if address not in pool.owners and self._free_for(pool, address, client_id, now):
                 return address
         # ... then reclaim expired or released ones, so other clients' previous bindings
-        # are given away only when the pool has nothing else.
-        for address in range(subnet.pool_first, subnet.pool_last + 1):
+        # are given away only when the pool has nothing else. The scan resumes where it
+        # stopped, and a fruitless full scan is not repeated for a second, so an exhausted
+        # pool under a DISCOVER storm costs one scan per second, not one per packet.
+        if now < pool.full_until:
+            return None
+        first, last = subnet.pool_first, subnet.pool_last
+        for _ in range(last - first + 1):
+            address = pool.reclaim_cursor
+            pool.reclaim_cursor = first if address >= last else address + 1
             if self._free_for(pool, address, client_id, now):
                 return address
+        pool.full_until = now + 1.0
         return None
 
     @staticmethod

@@ -53,3 +53,21 @@ def test_forget_offer_frees_only_offers() -> None:
     assert isinstance(bound, Binding)
     backend.forget_offer(client(1), 1.0)
     assert backend.lookup(client(1), 1.0).state == "bound"
+
+
+def test_exhausted_pool_reclaims_a_released_address() -> None:
+    small = SubnetConfig(cidr="10.2.0.0/24", pool=("10.2.0.10", "10.2.0.12"), lease_time=100)
+
+    def on_small(n: int) -> Client:
+        return Client(subnet=small, client_id=bytes([n]), chaddr=bytes(6))
+
+    backend = MemoryLeaseBackend()
+    for n in range(3):
+        bound = backend.offer(on_small(n), None, 0.0)
+        assert bound is not None
+        backend.commit(on_small(n), bound.address, 0.0)
+    assert backend.offer(on_small(9), None, 0.0) is None
+    backend.release(on_small(1), "10.2.0.11", 0.5)
+    # Within a second of a fruitless scan the pool is not rescanned; afterwards it is.
+    again = backend.offer(on_small(9), None, 2.0)
+    assert again is not None and again.address == "10.2.0.11"
