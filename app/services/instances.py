@@ -71,6 +71,9 @@ def lock_many(instance_ids: Sequence[int]) -> dict[int, ProcessInstance]:
 
 
 def workflow_of(instance: ProcessInstance) -> Any:
+    stepped = uow.pending().workflows.get(instance.id)
+    if stepped is not None:  # already stepped in this transaction, not yet serialized
+        return stepped[1]
     workflow = _cached(instance)
     if workflow is None:
         workflow = runtime.restore(definitions.spec_by_id(instance.definition_id),
@@ -150,7 +153,9 @@ def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
 
 
 def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepReport) -> None:
-    instance.workflow = runtime.serialize(workflow)
+    # The workflow itself is serialized once, when the unit of work ends (flush_workflows),
+    # however many steps it took in this transaction.
+    uow.pending().workflows[instance.id] = (instance, workflow)
     now = utcnow()
     timeout = timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
     jobs = []
@@ -188,7 +193,17 @@ def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepRepor
     for job in jobs:
         uow.enqueue(job.id)
     uow.touch(instance.id)
-    _remember(instance, workflow)
+
+
+def flush_workflows(dirty: Mapping[int, tuple[ProcessInstance, Any]]) -> None:
+    """Serialize each changed workflow once and keep it for the next step in this process."""
+    if not dirty:
+        return
+    for instance, workflow in dirty.values():
+        instance.workflow = runtime.serialize(workflow)
+    db.session.flush()
+    for instance, workflow in dirty.values():
+        _remember(instance, workflow)
 
 
 def _fail(instance: ProcessInstance, exc: Exception) -> None:

@@ -23,6 +23,7 @@ class Pending:
     jobs: list[int] = field(default_factory=list)
     instances: set[int] = field(default_factory=set)
     leases: set[str] = field(default_factory=set)
+    workflows: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> (row, workflow)
 
 
 def pending() -> Pending:
@@ -47,12 +48,13 @@ def touch(instance_id: int) -> None:
 
 @contextlib.contextmanager
 def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
-    from . import audit, dispatch
+    from . import audit, dispatch, instances
 
     db.session.info.pop("leaseflow_pending", None)
     state = pending()
     try:
         yield state
+        instances.flush_workflows(state.workflows)
         audit.flush(state.ledger)
         db.session.commit()
     except BaseException:
