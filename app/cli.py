@@ -334,6 +334,11 @@ def parser() -> argparse.ArgumentParser:
     rel.set_defaults(func=cmd_lease_release)
     lg = sub.add_parser("ledger").add_subparsers(dest="ledger_command", required=True)
     lg.add_parser("verify").set_defaults(func=cmd_ledger_verify)
+    lg.add_parser("anchor", help="anchor the ledger's new rows on chain now").set_defaults(
+        func=cmd_ledger_anchor)
+    lp = lg.add_parser("proof", help="a lease's audit rows with Merkle paths to anchors")
+    lp.add_argument("ip")
+    lp.set_defaults(func=cmd_ledger_proof)
     ct = sub.add_parser("contract").add_subparsers(dest="contract_command", required=True)
     ct.add_parser("build").set_defaults(func=cmd_contract_build)
     b = sub.add_parser("bench", help="benchmarks (bench/)")
@@ -351,6 +356,32 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         report = ledger.verify()
     _print(report)
     return 0 if report["ok"] else 1
+
+
+def cmd_ledger_anchor(args: argparse.Namespace) -> int:
+    from .chain import ChainError
+    from .services import anchoring
+    from .services.uow import unit_of_work
+
+    app = _app()
+    with app.app_context():
+        try:
+            with unit_of_work():
+                result = anchoring.anchor_now()
+        except ChainError as exc:
+            print(f"leaseflow: anchoring failed: {exc}", file=sys.stderr)
+            return 1
+    _print(result)
+    return 0
+
+
+def cmd_ledger_proof(args: argparse.Namespace) -> int:
+    from .services import ledger
+
+    app = _app()
+    with app.app_context():
+        _print(ledger.proof(args.ip))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,13 @@ class Settings:
     local_workers: int = 1  # threads of the in-process worker (memory:// broker)
     batch_size: int = 64  # jobs per Celery message / per worker transaction
     default_lease_time: int = 3600
+    # Chain and ledger (extensions of SPEC §4): the sender's key (empty: the node's first
+    # unlocked account), the confirmation depth, the expected chain id (0: any), and how
+    # often the ticker anchors the ledger's new rows on chain.
+    chain_private_key: str = ""
+    chain_confirmations: int = 0
+    chain_id: int = 0
+    anchor_interval: float = 60.0
     generated: tuple[str, ...] = field(default=())  # names of secrets generated this run
 
     @property

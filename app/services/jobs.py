@@ -194,4 +194,8 @@ def tick() -> dict[str, int]:
     for instance_id in instances.due_for_wake():
         instances.wake(instance_id)
         woken += 1
-    return {"requeued": len(stale), "woken": woken}
+    from . import anchoring  # the ledger's on-chain anchor, every anchor_interval seconds
+
+    anchored = anchoring.maybe_anchor()
+    return {"requeued": len(stale), "woken": woken,
+            "anchored": int(bool(anchored and anchored.get("anchored")))}
