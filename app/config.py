@@ -74,9 +74,29 @@ class Settings:
             values[f.name] = type(f.default)(raw) if f.default is not None else raw
         values.update(overrides)
         generated = []
+        stored = _read_dotenv(SECRETS_FILE) if environ is None else {}
         for name in ("secret_key", "admin_password", "api_token"):
             if not values.get(name):
-                values[name] = secrets.token_urlsafe(24)
+                values[name] = stored.get(PREFIX + name.upper()) or secrets.token_urlsafe(24)
                 generated.append(name)
+        if environ is None and any(PREFIX + n.upper() not in stored for n in generated):
+            _write_secrets({n: str(values[n]) for n in generated})
         values["generated"] = tuple(generated)
         return cls(**values)  # type: ignore[arg-type]
+
+
+# Secrets generated on first run are kept here (mode 0600) so that every later run, and
+# every process started from the same directory, uses the same login, token and key.
+SECRETS_FILE = Path("instance") / "secrets.env"
+
+
+def _write_secrets(values: dict[str, str]) -> None:
+    try:
+        SECRETS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        current = _read_dotenv(SECRETS_FILE)
+        current.update({PREFIX + k.upper(): v for k, v in values.items()})
+        fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{k}={v}\n" for k, v in sorted(current.items())))
+    except OSError:  # a read-only directory: the secrets live for this run only
+        pass

@@ -30,7 +30,10 @@ CIDR = "10.70.0.0/16"
 POOL = "10.70.0.10-10.70.255.250"
 
 
-def _app(settings_values: dict[str, Any]) -> Any:
+FOUNDATION = ROOT / "bench" / "data" / "lease_foundation.bpmn"
+
+
+def _app(settings_values: dict[str, Any], process: str = "default") -> Any:
     from flask_migrate import upgrade
 
     from app import create_app
@@ -43,11 +46,67 @@ def _app(settings_values: dict[str, Any]) -> Any:
     with app.app_context():
         upgrade()
         setup.bootstrap()
+        if process == "foundation":
+            # The issue-2 pipeline alone (reserve, commit), without the steps later issues add.
+            from app.services import definitions
+            from app.services.uow import unit_of_work
+
+            with unit_of_work():
+                definitions.store(FOUNDATION.read_text(), author="bench", activate=True)
     client = app.test_client()
     response = client.post("/api/v1/subnets", json={"cidr": CIDR, "pools": [POOL]},
                            headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 201, response.json
     return app
+
+
+def _drive_open(app: Any, requests: int, threads: int) -> dict[str, float]:
+    """Open loop: submit everything (202), then time each request until its lease is bound,
+    from the database's own timestamps (instance created → lease committed)."""
+    import sqlalchemy as sa
+
+    from app.extensions import db
+    from app.models import Lease, LeaseHistory, ProcessInstance
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    began = time.perf_counter()
+
+    def run(k: int) -> None:
+        client = app.test_client()
+        for i in range(k, requests, threads):
+            response = client.post("/api/v1/leases", headers=headers,
+                                   json={"subnet": CIDR, "client_id": f"bench-{i}"})
+            assert response.status_code == 202, response.json
+
+    pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    submitted = time.perf_counter() - began
+    deadline = time.monotonic() + 600
+    with app.app_context():
+        while time.monotonic() < deadline:
+            done = db.session.execute(sa.select(sa.func.count()).select_from(Lease).where(
+                Lease.state == "bound")).scalar_one()
+            db.session.rollback()
+            if done >= requests:
+                break
+            threading.Event().wait(0.05)
+        seconds = time.perf_counter() - began
+        rows = db.session.execute(
+            sa.select(ProcessInstance.created_at, LeaseHistory.at)
+            .join(Lease, Lease.id == ProcessInstance.lease_id)
+            .join(LeaseHistory, sa.and_(LeaseHistory.lease_id == Lease.id,
+                                        LeaseHistory.to_state == "bound",
+                                        LeaseHistory.event == "commit"))).all()
+        db.session.rollback()
+    latencies = sorted((bound - created).total_seconds() for created, bound in rows)
+    return {"bound": len(latencies), "failed": requests - len(latencies), "seconds": seconds,
+            "rate": len(latencies) / seconds, "submit_rate": requests / submitted,
+            "p50": statistics.median(latencies) * 1000 if latencies else float("nan"),
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+            if latencies else float("nan")}
 
 
 def _drive(app: Any, requests: int, threads: int) -> dict[str, float]:
@@ -92,20 +151,23 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def embedded(requests: int, threads: int) -> dict[str, float]:
+def embedded(requests: int, threads: int, process: str, load: str) -> dict[str, float]:
     from app import start_transport
     from app.services import dispatch
 
     with tempfile.TemporaryDirectory() as tmp:
-        app = _app({"database_url": f"sqlite:///{tmp}/bench.db", "broker_url": "memory://"})
+        app = _app({"database_url": f"sqlite:///{tmp}/bench.db", "broker_url": "memory://"},
+                   process)
         start_transport(app)
+        drive = _drive_open if load == "open" else _drive
         try:
-            return {**_drive(app, requests, threads), "rss_mb": _rss_mb()}
+            return {**drive(app, requests, threads), "rss_mb": _rss_mb()}
         finally:
             dispatch.install(None)
 
 
-def postgres(requests: int, threads: int, workers: int) -> dict[str, float]:
+def postgres(requests: int, threads: int, workers: int, process: str,
+             load: str) -> dict[str, float]:
     import redis
     import sqlalchemy as sa
 
@@ -125,11 +187,12 @@ def postgres(requests: int, threads: int, workers: int) -> dict[str, float]:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = base.rsplit("/", 1)[0] + "/" + name
     try:
-        app = _app({"database_url": url, "broker_url": broker})
+        app = _app({"database_url": url, "broker_url": broker}, process)
         start_transport(app)
         env = worker_env(url, broker)
+        drive = _drive_open if load == "open" else _drive
         with run_workers(env, workers, app.extensions["celery"], prefix="bench"):
-            result = _drive(app, requests, threads)
+            result = drive(app, requests, threads)
         dispatch.install(None)
         with app.app_context():
             from app.extensions import db
@@ -147,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mode", choices=["both", "embedded", "postgres"], default="both")
+    parser.add_argument("--process", choices=["default", "foundation"], default="default",
+                        help="the shipped default process, or the issue-2 pipeline alone")
+    parser.add_argument("--load", choices=["closed", "open"], default="closed",
+                        help="closed: each thread waits for its lease (?wait=); open: submit "
+                             "all, then time each request from database timestamps")
     args = parser.parse_args(argv)
     import logging
 
@@ -154,12 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     if args.mode in ("both", "embedded"):
         rows.append(("embedded (SQLite, in-process worker)",
-                     embedded(args.requests, args.threads)))
+                     embedded(args.requests, args.threads, args.process, args.load)))
     if args.mode in ("both", "postgres"):
         rows.append((f"postgres+redis ({args.workers} worker processes)",
-                     postgres(args.requests, args.threads, args.workers)))
+                     postgres(args.requests, args.threads, args.workers, args.process,
+                              args.load)))
     print(f"pipeline: {args.requests} lease requests, {args.threads} client threads, "
-          f"{os.cpu_count()} cores")
+          f"{args.load} loop, process={args.process}, {os.cpu_count()} cores")
     print(f"{'mode':<40} {'bound':>6} {'alloc/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'api RSS MB':>10}")
     for label, r in rows:

@@ -38,8 +38,21 @@ def current_user() -> tuple[str, str] | None:
         raise Unauthorized("the bearer token is not valid")
     user = session.get("user")
     if isinstance(user, dict) and user.get("role") in ROLES:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            _check_csrf()
         return (str(user["name"]), str(user["role"]))
     return None
+
+
+def _check_csrf() -> None:
+    """A session-authenticated change must carry the page's CSRF token."""
+    from flask_wtf.csrf import CSRFError, validate_csrf
+
+    token = request.headers.get("X-CSRFToken") or request.form.get("csrf_token")
+    try:
+        validate_csrf(token)
+    except (CSRFError, Exception):
+        raise Forbidden("missing or invalid CSRF token") from None
 
 
 def require(role: str) -> Callable[[F], F]:
