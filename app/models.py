@@ -158,7 +158,8 @@ class ServiceJob(db.Model):  # type: ignore[name-defined, misc]
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     backoff_base: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(12), default="queued")  # queued/done/failed/cancelled
+    # queued / done / failed / cancelled
+    status: Mapped[str] = mapped_column(String(12), default="queued")
     queue: Mapped[str] = mapped_column(String(32), default="default")
     deliveries: Mapped[int] = mapped_column(Integer, default=0)  # re-handed out by the ticker
     not_before: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -52,15 +52,17 @@ class Waiters:
             self._generation.setdefault(instance_id, 0)
         try:
             while True:
+                with self._cond:  # read before checking, so no change slips in between
+                    seen = self._generation.get(instance_id, 0)
                 if check():
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 with self._cond:
-                    seen = self._generation.get(instance_id, 0)
-                    self._cond.wait_for(lambda: self._generation.get(instance_id, 0) != seen,
-                                        timeout=min(remaining, 0.5))
+                    self._cond.wait_for(
+                        lambda seen=seen: self._generation.get(instance_id, 0) != seen,
+                        timeout=min(remaining, 0.5))
         finally:
             with self._cond:
                 self._generation.pop(instance_id, None)

@@ -13,9 +13,9 @@ and wakes instances whose timers are due, using the indexed `wake_at` column.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 

@@ -21,10 +21,8 @@ def healthz() -> Response:
 @bp.get("/metrics")
 def metrics() -> Response:
     lines = []
-    for name, model, column in (("leases", Lease, Lease.state),
-                                ("instances", ProcessInstance, ProcessInstance.state),
-                                ("jobs", ServiceJob, ServiceJob.status),
-                                ("human_tasks", HumanTask, HumanTask.state)):
+    for name, column in (("leases", Lease.state), ("instances", ProcessInstance.state),
+                         ("jobs", ServiceJob.status), ("human_tasks", HumanTask.state)):
         lines.append(f"# TYPE leaseflow_{name} gauge")
         for state, count in db.session.execute(select(column, func.count()).group_by(column)):
             lines.append(f'leaseflow_{name}{{state="{state}"}} {count}')
