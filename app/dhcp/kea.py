@@ -603,7 +603,11 @@ class KeaClient:
         ours: Iterable[OurLease | tuple[str, str | bytes]],
         subnet_id: int | None = None,
     ) -> ReconcileReport:
-        """Compare Kea's leases (of one subnet, or all) with ours; changes nothing."""
+        """Compare Kea's leases (of one subnet, or all) with ours; changes nothing.
+
+        With `subnet_id`, `ours` must hold that subnet's leases only (Kea's subnet ids are
+        the ones in its config); anything else would show up as missing from Kea.
+        """
         return diff_leases(self.list_leases(subnet_id), ours)
 
     def apply(self, report: ReconcileReport, *, valid_lft: int | None = None) -> ApplyResult:
