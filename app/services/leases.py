@@ -99,12 +99,6 @@ def _reserved(lease_id: int, actor: str) -> Lease:
     return lease
 
 
-def _holding_for_client(subnet_id: int, client_id: str) -> Lease | None:
-    return db.session.execute(select(Lease).where(
-        Lease.subnet_id == subnet_id, Lease.client_id == client_id,
-        Lease.state.in_(HOLDING_VALUES)).limit(1)).scalar_one_or_none()
-
-
 def _history(lease: Lease, event: LeaseEvent, before: LeaseState | None, after: LeaseState,
              actor: str, *, event_name: str | None = None,
              detail: Mapping[str, Any] | None = None) -> None:
@@ -175,11 +169,15 @@ def renew(lease: Lease, *, actor: str = "system", lease_time: int | None = None)
     return _change(lease, LeaseEvent.RENEW, actor, {"lease_time": seconds})
 
 
-def find_holding(ip: str, subnet: str | None = None) -> Lease:
+def _address(ip: str) -> int:
     try:
-        address = parse_address(ip, field="ip")
+        return parse_address(ip, field="ip")
     except IpamError as exc:
         raise Invalid(str(exc), code="invalid_address", details=[{"field": "ip"}]) from None
+
+
+def find_holding(ip: str, subnet: str | None = None) -> Lease:
+    address = _address(ip)
     query = select(Lease).where(Lease.address == address, Lease.state.in_(HOLDING_VALUES))
     if subnet:
         query = query.where(Lease.subnet_id == subnets.resolve(subnet).id)
@@ -190,10 +188,7 @@ def find_holding(ip: str, subnet: str | None = None) -> Lease:
 
 
 def latest_for_ip(ip: str) -> Lease:
-    try:
-        address = parse_address(ip, field="ip")
-    except IpamError as exc:
-        raise Invalid(str(exc), code="invalid_address", details=[{"field": "ip"}]) from None
+    address = _address(ip)
     lease = db.session.execute(select(Lease).where(Lease.address == address)
                                .order_by(Lease.id.desc()).limit(1)).scalar_one_or_none()
     if lease is None:
@@ -206,10 +201,7 @@ def search(*, ip: str | None = None, client_id: str | None = None, owner: str | 
            offset: int = 0) -> list[Lease]:
     query = select(Lease).join(Subnet)
     if ip:
-        try:
-            query = query.where(Lease.address == parse_address(ip, field="ip"))
-        except IpamError as exc:
-            raise Invalid(str(exc), code="invalid_address", details=[{"field": "ip"}]) from None
+        query = query.where(Lease.address == _address(ip))
     if client_id:
         query = query.where(Lease.client_id == client_id)
     if owner:
