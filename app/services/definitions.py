@@ -83,13 +83,25 @@ def spec_by_id(definition_id: int) -> runtime.ProcessSpec:
     return spec
 
 
+DHCP_KEY = "dhcp_lease"  # the process the DHCP server runs for each client (SPEC §6)
+SHIPPED_KEYS = (DEFAULT_KEY, DHCP_KEY)
+
+
 def ensure_default(*, actor: str = "system") -> ProcessDefinition:
-    """Load the shipped default process on first start (and ship-updates as new versions)."""
-    xml = (PROCESSES_DIR / f"{DEFAULT_KEY}.bpmn").read_text()
-    current = active(DEFAULT_KEY, required=False)
-    if current is not None:
-        return current
-    return store(xml, author=actor)
+    """Load the shipped processes on first start; return the default (the API's) process.
+
+    Besides the default, `dhcp_lease` is what the DHCP server starts for each client; a key
+    that already has an active version is left as the admins deployed it.
+    """
+    default: ProcessDefinition | None = None
+    for key in SHIPPED_KEYS:
+        current = active(key, required=False)
+        if current is None:
+            current = store((PROCESSES_DIR / f"{key}.bpmn").read_text(), author=actor)
+        if key == DEFAULT_KEY:
+            default = current
+    assert default is not None
+    return default
 
 
 def listing() -> list[dict[str, Any]]:

@@ -1,0 +1,266 @@
+"""`ProcessLeaseBackend`: the DHCP server's leases come from the `dhcp_lease` process.
+
+This is Leaseflow's real `LeaseBackend` (the memory one is for tests and benchmarks). It is
+an edge, like an API view: each call opens a unit of work, calls one use case of
+`app.services.dhcp`, and, where the process must act first, waits for the instance through
+`dispatch.WAITERS` — never holding a transaction while it waits.
+
+- DISCOVER starts the client's instance (or finds the one already running) and waits, at
+  most `patience` seconds (the client's patience: it retransmits after ~2-4 s), until the
+  reservation exists; then OFFER. Nothing in time means silence, never a wrong reply.
+- REQUEST (SELECTING) is the message `dhcp_request`; ACK only once the lease is `bound` in
+  the database, NAK when the instance refused, silence when it is not done in time (the
+  client retransmits; the retransmission finds the commit under way and waits again).
+- Renewals of a bound lease (INIT-REBOOT, RENEWING, REBINDING) take the fast path: the
+  expiry moves in one unit of work here, plus a `lease_renew` message; no worker queue.
+- RELEASE, DECLINE and an offer taken elsewhere are messages (`lease_release`,
+  `dhcp_decline`, `dhcp_forget`); the instance frees the address.
+
+Several server processes may share one database: two clients never get one address because
+the database's partial unique index refuses a second holder, whoever inserts it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app.services.dhcp import InstanceView, LeaseView
+
+log = logging.getLogger(__name__)
+DEFAULT_PATIENCE = 2.0
+
+_STATES: dict[str, BindingState] = {"offered": "offered", "bound": "bound",
+                                    "released": "released", "expired": "expired",
+                                    "declined": "released", "abandoned": "released"}
+
+
+def _hwaddr(client: Client) -> str | None:
+    return ":".join(f"{b:02x}" for b in client.chaddr) or None
+
+
+class ProcessLeaseBackend:
+    """`LeaseBackend` over the lease process; thread-safe (one app context per call)."""
+
+    def __init__(self, app: Flask, *, patience: float = DEFAULT_PATIENCE,
+                 offer_lifetime: float = 30.0, actor: str = "dhcp") -> None:
+        self.app = app
+        self.patience = patience
+        self.offer_lifetime = offer_lifetime
+        self.actor = actor
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read in its own short transaction (ended at once: SQLite locks at BEGIN)."""
+        from app.extensions import db
+
+        try:
+            return fn(*args)
+        finally:
+            db.session.rollback()
+
+    def _change(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from app.services.uow import unit_of_work
+
+        with unit_of_work():
+            return fn(*args, **kwargs)
+
+    def _wait(self, instance_id: int,
+              done: Callable[[InstanceView], bool]) -> InstanceView | None:
+        """Wait (at most `patience`) until `done(view)`; the last view seen either way."""
+        from app.services import dhcp
+        from app.services.dispatch import WAITERS
+
+        seen: list[InstanceView] = []
+
+        def check() -> bool:
+            view = self._read(dhcp.observe, instance_id)
+            seen[:] = [view]
+            return done(view)
+
+        WAITERS.wait(instance_id, check, self.patience)
+        return seen[0] if seen else None
+
+    @staticmethod
+    def _binding(client: Client, lease: LeaseView, lease_time: int | None = None) -> Binding:
+        return Binding(address=lease.address, client_id=client.client_id,
+                       lease_time=lease_time if lease_time is not None
+                       else max(1, lease.seconds_left()),
+                       state=_STATES.get(lease.state, "released"), hostname=lease.hostname)
+
+    # -- LeaseBackend ----------------------------------------------------------------------------
+
+    def offer(self, client: Client, requested: str | None, now: float) -> Binding | None:
+        from app.services import dhcp
+
+        cid = dhcp.client_key(client.client_id)
+        cidr = client.subnet.cidr
+        with self.app.app_context():
+            lease = self._read(dhcp.holding, cidr, cid)
+            if lease is not None:
+                # A retransmitted DISCOVER, or a bound client starting over: same address.
+                if lease.state == "offered":
+                    return self._binding(client, lease, client.subnet.lease_time)
+                return self._binding(client, lease)
+            instance_id = self._read(dhcp.pending_instance, cidr, cid)
+            if instance_id is None:
+                instance_id = self._change(
+                    dhcp.start, subnet=cidr, client_id=cid, hwaddr=_hwaddr(client),
+                    hostname=client.hostname, requested_ip=requested,
+                    offer_lifetime=self.offer_lifetime, actor=self.actor)
+            view = self._wait(instance_id, lambda v: v.ended or v.lease is not None)
+            if view is not None and view.lease is not None and view.lease.state == "offered":
+                return self._binding(client, view.lease, client.subnet.lease_time)
+            if view is not None and view.ended:
+                # e.g. two servers started an instance each; the other one holds the offer.
+                lease = self._read(dhcp.holding, cidr, cid)
+                if lease is not None and lease.state == "offered":
+                    return self._binding(client, lease, client.subnet.lease_time)
+                log.info("no offer for %s: %s", cid, view.outcome.get("reason"))
+            return None
+
+    def commit(self, client: Client, address: str, now: float) -> Binding | Refusal:
+        result = self._request(client, address)
+        # None: the process did not finish in time; the server stays silent and the client
+        # retransmits its REQUEST (the LeaseBackend port has no "silent" commit, but the
+        # server's answer() treats None as "no record", which is silence when not
+        # authoritative).
+        return result  # type: ignore[return-value]
+
+    def _request(self, client: Client, address: str) -> Binding | Refusal | None:
+        """Bind `address` for the client through its instance (start one if needed)."""
+        from app.services import dhcp
+
+        cid = dhcp.client_key(client.client_id)
+        cidr = client.subnet.cidr
+        with self.app.app_context():
+            lease = self._read(dhcp.holding, cidr, cid)
+            if lease is not None and lease.address != address:
+                return Refusal(reason="not the address offered to this client")
+            if lease is not None and lease.state == "bound":
+                return self._fast_renew(client, lease)
+            if lease is None:
+                if not client.subnet.in_pool(address):
+                    return Refusal(reason="address not in the pool")
+                holder = self._read(dhcp.holder_of, cidr, address)
+                if holder is not None:
+                    return Refusal(reason="address held by another client")
+                instance_id = self._read(dhcp.pending_instance, cidr, cid)
+                if instance_id is None:
+                    instance_id = self._change(
+                        dhcp.start, subnet=cidr, client_id=cid, hwaddr=_hwaddr(client),
+                        hostname=client.hostname, requested_ip=address,
+                        offer_lifetime=self.offer_lifetime, actor=self.actor)
+                view = self._wait(instance_id, lambda v: v.ended or v.lease is not None)
+                if view is None or view.lease is None:
+                    if view is not None and view.ended:
+                        return Refusal(reason=str(view.outcome.get("reason") or "refused"))
+                    return None
+                lease = view.lease
+                if lease.address != address:
+                    self._change(dhcp.tell, instance_id, "dhcp_forget", {"reason": "abandon"},
+                                 actor=self.actor)
+                    return Refusal(reason="address not available")
+            if lease.instance_id is None:
+                return Refusal(reason="the offer has no lease process")
+            instance_id = lease.instance_id
+            self._change(dhcp.tell, instance_id, "dhcp_request",
+                         {"address": address, "hostname": client.hostname},
+                         actor=self.actor)
+            view = self._wait(instance_id, lambda v: v.ended or (
+                v.lease is not None and v.lease.state == "bound"))
+            if view is not None and view.lease is not None and view.lease.state == "bound":
+                return self._binding(client, view.lease)
+            if view is not None and view.ended:
+                return Refusal(reason=str(view.outcome.get("reason") or "refused"))
+            return None
+
+    def _fast_renew(self, client: Client, lease: LeaseView) -> Binding | Refusal:
+        from app.services import dhcp
+
+        renewed = self._change(dhcp.renew_bound, lease.lease_id, lease.client_id,
+                               actor=self.actor)
+        if renewed is None:
+            return Refusal(reason="the lease ended meanwhile")
+        return self._binding(client, renewed)
+
+    def renew(self, client: Client, address: str, now: float) -> Binding | Refusal | None:
+        from app.services import dhcp
+
+        cid = dhcp.client_key(client.client_id)
+        cidr = client.subnet.cidr
+        with self.app.app_context():
+            lease = self._read(dhcp.holding, cidr, cid)
+            if lease is not None:
+                if lease.address != address:
+                    return Refusal(reason="not your address")
+                if lease.state == "bound":
+                    return self._fast_renew(client, lease)
+                return self._request(client, address)
+            holder = self._read(dhcp.holder_of, cidr, address)
+            if holder is not None:
+                return Refusal(reason="address held by another client")
+            last = self._read(dhcp.latest, cidr, cid)
+        if last is not None and last.address == address and client.subnet.in_pool(address):
+            # Our client, back with the address it had and nobody holds: it gets it again.
+            return self._request(client, address)
+        return None  # no record: silence unless authoritative (RFC 2131 §4.3.2)
+
+    def release(self, client: Client, address: str, now: float) -> None:
+        self._end(client, address, bound="lease_release", offered=None, reason="release")
+
+    def decline(self, client: Client, address: str, now: float) -> None:
+        self._end(client, address, bound="dhcp_decline", offered="dhcp_forget",
+                  reason="decline")
+
+    def forget_offer(self, client: Client, now: float) -> None:
+        self._end(client, None, bound=None, offered="dhcp_forget", reason="abandon")
+
+    def _end(self, client: Client, address: str | None, *, bound: str | None,
+             offered: str | None, reason: str) -> None:
+        """Tell the client's instance its lease ends; only for the holder's own address."""
+        from app.services import dhcp
+
+        cid = dhcp.client_key(client.client_id)
+        with self.app.app_context():
+            lease = self._read(dhcp.holding, client.subnet.cidr, cid)
+            if lease is None or (address is not None and lease.address != address):
+                return  # not this client's: ignored, or one client could empty the pool
+            message = bound if lease.state == "bound" else offered
+            if message is None:
+                return
+            live = lease.instance_id is not None and self._read(dhcp.is_live,
+                                                                lease.instance_id)
+            if live and self._change(dhcp.tell, lease.instance_id, message,
+                                     {"reason": reason, "by": self.actor},
+                                     actor=self.actor):
+                return
+            if not live:  # an instance that ended oddly must not pin the address
+                self._change(dhcp.give_back, lease.lease_id, reason=reason, actor=self.actor)
+
+    def lookup(self, client: Client, now: float) -> Binding | None:
+        from app.services import dhcp
+
+        with self.app.app_context():
+            lease = self._read(dhcp.latest, client.subnet.cidr,
+                               dhcp.client_key(client.client_id))
+        if lease is None:
+            return None
+        state = lease.state
+        if state in ("offered", "bound") and lease.seconds_left() <= 0:
+            state = "expired"
+        return Binding(address=lease.address, client_id=client.client_id,
+                       lease_time=lease.seconds_left(), state=_STATES.get(state, "released"),
+                       hostname=lease.hostname)
+
+
+if TYPE_CHECKING:  # mypy proves the process backend satisfies the port
+    def _check(app: Flask) -> LeaseBackend:
+        return ProcessLeaseBackend(app)
