@@ -16,17 +16,18 @@ an address without code is deployed again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -194,8 +195,27 @@ def reset() -> None:
 
 
 def stored_address(settings: Settings | None = None) -> str | None:
-    return db.session.execute(select(SettingValue.value).where(
-        SettingValue.key == address_key(settings))).scalar_one_or_none()
+    with _settings_connection() as connection:
+        return connection.execute(select(SettingValue.value).where(
+            SettingValue.key == address_key(settings))).scalar_one_or_none()
+
+
+@contextlib.contextmanager
+def _settings_connection() -> Iterator[Connection]:
+    """Where the address row is read and written.
+
+    A connection of its own, committed at once, so other processes see the address even if
+    the caller's transaction rolls back — except on SQLite while the caller's transaction is
+    open: SQLite has one writer and that transaction already is it (BEGIN IMMEDIATE), so a
+    second connection would wait for it forever; there the row joins the caller's
+    transaction (embedded deployments run in one process anyway).
+    """
+    if db.session.get_bind().dialect.name == "sqlite" and db.session().in_transaction():
+        with db.session.begin_nested():
+            yield db.session.connection()
+        return
+    with db.engine.begin() as connection:
+        yield connection
 
 
 def _registry(client: ChainClient, settings: Settings) -> Registry:
@@ -222,29 +242,16 @@ def _registry(client: ChainClient, settings: Settings) -> Registry:
 
 
 def _claim(key: str, address: str, *, replace: bool) -> str:
-    """Store `address` unless another process stored one first; the address that won.
-
-    On PostgreSQL the row is written on a connection of its own and committed at once, so
-    other processes see it even if the caller's transaction rolls back. SQLite allows one
-    writer and the caller's transaction may already hold it, so there the row goes into the
-    caller's transaction (embedded deployments run in one process anyway).
-    """
+    """Store `address` unless another process stored one first; the address that won."""
     table = SettingValue.__table__
-    if db.session.get_bind().dialect.name == "postgresql":
-        stmt = pg_insert(table).values(key=key, value=address)
+    with _settings_connection() as connection:
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(table).values(key=key, value=address)
         stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": address}) \
             if replace else stmt.on_conflict_do_nothing(index_elements=["key"])
-        with db.engine.begin() as connection:
-            connection.execute(stmt)
-            return str(connection.execute(
-                select(table.c.value).where(table.c.key == key)).scalar_one())
-    lite = sqlite_insert(table).values(key=key, value=address)
-    lite = lite.on_conflict_do_update(index_elements=["key"], set_={"value": address}) \
-        if replace else lite.on_conflict_do_nothing(index_elements=["key"])
-    with db.session.begin_nested():
-        db.session.execute(lite)
-    return str(db.session.execute(
-        select(SettingValue.value).where(SettingValue.key == key)).scalar_one())
+        connection.execute(stmt)
+        return str(connection.execute(
+            select(table.c.value).where(table.c.key == key)).scalar_one())
 
 
 # --- items for a lease ------------------------------------------------------------------------

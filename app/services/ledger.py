@@ -19,9 +19,9 @@ from ..chain import ChainError
 from ..errors import NotFound
 from ..extensions import db
 from ..ipam.addresses import int_to_ip
-from ..ledger import Anchor, LedgerRow, anchor_ranges, prove_row
+from ..ledger import Anchor, LedgerError, LedgerRow, anchor_ranges, prove_row, row_hash
 from ..ledger import verify as verify_rows
-from ..models import AuditEntry, LedgerAnchor
+from ..models import AuditEntry, LedgerAnchor, LedgerHead
 from . import chain, leases
 
 
@@ -60,13 +60,70 @@ def anchors() -> tuple[list[Anchor], str, str | None]:
 
 
 def verify() -> dict[str, Any]:
-    """Recompute the hash chain and compare each anchored range with its on-chain root."""
+    """Recompute the hash chain and compare each anchored range with its on-chain root.
+
+    Two checks beyond the pure verifier, because SQL can renumber rows: a row that hashes
+    right one place lower was shifted up by an inserted row (named as the first bad row), and
+    one that hashes right one place higher was shifted down over a deleted row. And the
+    rows must end where the ledger head (the appenders' own record) says they end, which
+    catches a forged row appended at the end before the next anchor.
+    """
     found, source, note = anchors()
+    head_before = _head()
     report = verify_rows(_rows(), found).to_json()
     report["anchors_source"] = source
     if note:
         report["note"] = note
+    if report["problem"] == "hash_mismatch":
+        _explain_renumbering(report)
+    elif report["ok"]:
+        _check_head(report, head_before)
     return report
+
+
+def _head() -> tuple[int, str | None]:
+    head = db.session.execute(select(LedgerHead.seq, LedgerHead.hash)
+                              .where(LedgerHead.id == 1)).one_or_none()
+    return (int(head.seq), head.hash) if head is not None else (0, None)
+
+
+def _fail(report: dict[str, Any], seq: int, problem: str, message: str) -> None:
+    report.update(ok=False, first_bad_seq=seq, problem=problem, message=message)
+
+
+def _explain_renumbering(report: dict[str, Any]) -> None:
+    seq = int(report["first_bad_seq"])
+    row = db.session.execute(select(AuditEntry.prev_hash, AuditEntry.hash, AuditEntry.payload)
+                             .where(AuditEntry.seq == seq)).one_or_none()
+    if row is None:
+        return
+    try:
+        if seq > 1 and row_hash(row.prev_hash, seq - 1, row.payload) == row.hash:
+            _fail(report, seq - 1, "inserted_row",
+                  f"row {seq - 1} was inserted: the rows after it were renumbered")
+        elif row_hash(row.prev_hash, seq + 1, row.payload) == row.hash:
+            _fail(report, seq, "missing_row",
+                  f"row {seq} was deleted: the rows after it were renumbered")
+    except LedgerError:
+        return
+
+
+def _check_head(report: dict[str, Any], before: tuple[int, str | None]) -> None:
+    last = int(report["last_seq"] or 0)
+    seq, digest = before
+    if last == seq and (digest is None or digest == report["head_hash"]):
+        return
+    if last > seq:
+        seq, digest = _head()  # rows appended while we read are fine
+        if last <= seq:
+            return
+        _fail(report, seq + 1, "inserted_row",
+              f"rows from {seq + 1} were inserted after the ledger head (row {seq})")
+    elif last < seq:
+        _fail(report, last + 1, "missing_row", f"rows from {last + 1} to {seq} are missing")
+    else:
+        _fail(report, last, "hash_mismatch",
+              f"row {last} differs from the ledger head's record of it")
 
 
 def _lease_rows(lease_id: int, subject: str) -> list[AuditEntry]:
