@@ -30,7 +30,7 @@ CIDR = "10.70.0.0/16"
 POOL = "10.70.0.10-10.70.255.250"
 
 
-FOUNDATION = ROOT / "bench" / "data" / "lease_foundation.bpmn"
+FOUNDATION = ROOT / "processes" / "variants" / "lease_lifecycle_without_chain.bpmn"
 
 
 def _app(settings_values: dict[str, Any], process: str = "default") -> Any:

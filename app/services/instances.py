@@ -192,6 +192,7 @@ def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepRepor
     db.session.flush()
     for job in jobs:
         uow.enqueue(job.id)
+    uow.pending().new_jobs.extend(jobs)
     uow.touch(instance.id)
 
 

@@ -64,15 +64,13 @@ def run_batch(job_ids: Sequence[int]) -> dict[str, int]:
 
 
 def _ahead(pending: uow.Pending, locked: dict[int, Any], now: Any) -> list[ServiceJob]:
-    ids = set(pending.jobs)
-    if not ids:
-        return []
-    ahead = [job for job in db.session.identity_map.values()
-             if isinstance(job, ServiceJob) and job.id in ids and job.status == "queued"
-             and job.instance_id in locked and job.queue == "default"
-             and job.not_before <= now]
+    queued = set(pending.jobs)
+    ahead = [job for job in pending.new_jobs
+             if job.id in queued and job.status == "queued" and job.instance_id in locked
+             and job.queue == "default" and job.not_before <= now]
     taken = {job.id for job in ahead}
     pending.jobs[:] = [i for i in pending.jobs if i not in taken]
+    pending.new_jobs[:] = [job for job in pending.new_jobs if job.id not in taken]
     return sorted(ahead, key=lambda j: (j.instance_id, j.id))
 
 

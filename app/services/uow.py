@@ -24,6 +24,7 @@ class Pending:
     instances: set[int] = field(default_factory=set)
     leases: set[str] = field(default_factory=set)
     workflows: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> (row, workflow)
+    new_jobs: list[Any] = field(default_factory=list)  # job rows parked here (strong refs)
 
 
 def pending() -> Pending:

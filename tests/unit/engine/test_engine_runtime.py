@@ -9,7 +9,8 @@ import pytest
 from app.engine import runtime
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "engine"
-DEFAULT = Path(__file__).resolve().parents[3] / "processes" / "lease_lifecycle.bpmn"
+DEFAULT = (Path(__file__).resolve().parents[3] / "processes" / "variants"
+           / "lease_lifecycle_without_chain.bpmn")
 
 
 @pytest.fixture
