@@ -227,8 +227,60 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"admin login: {admin} / (LEASEFLOW_ADMIN_PASSWORD)")
     if "api_token" in settings.generated:
         print(f"API token: {settings.api_token}")
+    server = None
+    if settings.dhcp_interface:
+        server = _start_dhcp(app, settings.dhcp_interface, settings.dhcp_port, workers=16)
     sys.stdout.flush()
-    _serve_web(app, settings.http)
+    try:
+        _serve_web(app, settings.http)
+    finally:
+        stop.set()
+        if server is not None:
+            from .dhcp.process_backend import stop_server
+
+            stop_server(server)
+    return 0
+
+
+def _start_dhcp(app: Any, interface: str, port: int, *, workers: int) -> Any:
+    """The DHCP server driven by the lease process; config errors are one clear line."""
+    from .dhcp.errors import DhcpError
+    from .dhcp.process_backend import start_server
+
+    try:
+        server = start_server(app, interface=interface, port=port, workers=workers)
+    except DhcpError as exc:
+        raise LeaseflowError(f"DHCP server on {interface}: {exc}") from None
+    except OSError as exc:
+        raise LeaseflowError(f"DHCP server on {interface}:{port}: "
+                             f"{exc.strerror or exc}") from None
+    print(f"DHCP: listening on {interface}:{port} as {server.config.server_id}", flush=True)
+    return server
+
+
+def cmd_dhcp(args: argparse.Namespace) -> int:
+    from flask_migrate import upgrade
+
+    from .dhcp.process_backend import stop_server
+    from .services import setup
+
+    app = _app(start_background=True)
+    settings = app.config["LEASEFLOW"]
+    with app.app_context():
+        upgrade()
+        setup.bootstrap()  # loads the dhcp_lease process on first start
+    stop = threading.Event()
+    if settings.embedded_broker:
+        _start_ticker(app, stop)  # offer and lease timers (Celery workers tick otherwise)
+    port = args.port if args.port is not None else settings.dhcp_port
+    server = _start_dhcp(app, args.interface, port, workers=args.workers)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        stop_server(server)
+    print(json.dumps(server.counters.snapshot(), sort_keys=True), flush=True)
     return 0
 
 
@@ -293,7 +345,13 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--hostname", default=f"leaseflow-{os.getpid()}@%h")
     w.add_argument("--no-ticker", action="store_true")
     w.set_defaults(func=cmd_worker)
-    for name in ("dhcp", "operator", "swaybar"):
+    dh = sub.add_parser("dhcp", help="the DHCPv4 server, driven by the lease process")
+    dh.add_argument("--interface", required=True)
+    dh.add_argument("--port", type=int, default=None, help="default LEASEFLOW_DHCP_PORT (67)")
+    dh.add_argument("--workers", type=int, default=16,
+                    help="threads that wait for the lease process")
+    dh.set_defaults(func=cmd_dhcp)
+    for name in ("operator", "swaybar"):
         s = sub.add_parser(name, help=f"{name} (see SPEC)")
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=cmd_not_yet)

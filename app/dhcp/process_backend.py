@@ -23,10 +23,14 @@ the database's partial unique index refuses a second holder, whoever inserts it.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
+from app.dhcp.config import ServerConfig, SubnetConfig
+from app.dhcp.server import DhcpServer
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -264,3 +268,76 @@ class ProcessLeaseBackend:
 if TYPE_CHECKING:  # mypy proves the process backend satisfies the port
     def _check(app: Flask) -> LeaseBackend:
         return ProcessLeaseBackend(app)
+
+
+# -- running the server in a Leaseflow process (`leaseflow dhcp`, `leaseflow up`) -----------
+
+_running: list[DhcpServer] = []
+_running_lock = threading.Lock()
+
+
+def server_config(app: Flask, *, interface: str, server_id: str | None = None,
+                  workers: int = 16, authoritative: bool = False,
+                  offer_lifetime: float = 30.0) -> ServerConfig:
+    """The server's configuration from the database's subnets.
+
+    Subnets holding the interface's address are attached to it; the others are served to
+    relays (selected by giaddr). The server identifier is the interface's address.
+    """
+    import ipaddress
+
+    from app.dhcp.server import interface_address
+    from app.services import dhcp
+
+    with app.app_context():
+        try:
+            served = dhcp.served_subnets()
+        finally:
+            from app.extensions import db
+
+            db.session.rollback()
+    server_id = server_id or interface_address(interface)
+    own = ipaddress.IPv4Address(server_id)
+    configs = tuple(SubnetConfig(
+        cidr=s.cidr, pool=s.pool, gateway=s.gateway, dns=s.dns, lease_time=s.lease_time,
+        interface=interface if own in ipaddress.IPv4Network(s.cidr) else None)
+        for s in served)
+    return ServerConfig(server_id=server_id, subnets=configs, authoritative=authoritative,
+                        offer_lifetime=offer_lifetime, workers=workers)
+
+
+def start_server(app: Flask, *, interface: str, port: int = 67, workers: int = 16,
+                 patience: float = DEFAULT_PATIENCE, server_id: str | None = None,
+                 sock: socket.socket | None = None) -> DhcpServer:
+    """Start a DHCP server on `interface` driven by the lease process; `stop_server` ends it.
+
+    Backend calls wait for the process, so they run on `workers` threads (at least one).
+    """
+    config = server_config(app, interface=interface, server_id=server_id,
+                           workers=max(1, workers))
+    backend = ProcessLeaseBackend(app, patience=patience, offer_lifetime=config.offer_lifetime)
+    server = DhcpServer(interface=interface, config=config, backend=backend, port=port,
+                        sock=sock)
+    server.start()
+    with _running_lock:
+        _running.append(server)
+    return server
+
+
+def stop_server(server: DhcpServer) -> None:
+    with _running_lock:
+        if server in _running:
+            _running.remove(server)
+    server.stop()
+
+
+def running_counters() -> dict[str, dict[str, int]]:
+    """interface → counters of each server running in this process (for /metrics)."""
+    with _running_lock:
+        servers = list(_running)
+    out: dict[str, dict[str, int]] = {}
+    for server in servers:
+        merged = out.setdefault(server.interface, {})
+        for name, value in server.counters.snapshot().items():
+            merged[name] = merged.get(name, 0) + value
+    return out

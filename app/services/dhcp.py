@@ -212,3 +212,27 @@ def alert_decline(lease: Lease, *, actor: str) -> None:
                payload={"alert": "address in use by an unknown host",
                         "ip": int_to_ip(lease.address), "client_id": lease.client_id,
                         "hwaddr": lease.hwaddr, "lease_id": lease.id})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServedSubnet:
+    """What the DHCP server needs of a subnet to build its `SubnetConfig`."""
+
+    cidr: str
+    pool: tuple[str, str]  # the envelope of the subnet's pools; the allocator skips the gaps
+    gateway: str | None
+    dns: tuple[str, ...]
+    lease_time: int
+
+
+def served_subnets() -> list[ServedSubnet]:
+    out = []
+    for subnet in subnets.all_subnets():
+        ranges = subnets.pool_of(subnet).ranges
+        if not ranges:
+            continue
+        out.append(ServedSubnet(
+            cidr=subnet.cidr, pool=(int_to_ip(min(r.first for r in ranges)),
+                                    int_to_ip(max(r.last for r in ranges))),
+            gateway=subnet.gateway, dns=tuple(subnet.dns or ()), lease_time=subnet.lease_time))
+    return out
