@@ -35,8 +35,10 @@ request_lease = harness.request_lease
 @pytest.fixture
 def app(tmp_path: Path, pg_database: str) -> Iterator[Flask]:
     from app.extensions import db
-    from app.services import dispatch
+    from app.services import definitions, dispatch, instances
 
+    definitions._specs.clear()  # keyed by row id: see the unit harness
+    instances._cache.clear()
     application = make_app(tmp_path, database_url=pg_database)
     transport = harness.RecordingTransport()
     dispatch.install(transport)

@@ -119,8 +119,12 @@ class Engine:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    from app.services import dispatch
+    from app.services import definitions, dispatch, instances
 
+    # Both caches are keyed by row id and outlive an app: another test's database has other
+    # rows under the same ids (instance 1 at version 3, definition 2), so start clean.
+    definitions._specs.clear()
+    instances._cache.clear()
     application = make_app(tmp_path)
     transport = RecordingTransport()
     dispatch.install(transport)
