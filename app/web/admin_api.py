@@ -7,6 +7,8 @@ in a unit of work (bulk actions: one per task, so each task's outcome stands on 
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import LeaseflowError
@@ -17,6 +19,36 @@ from .api import body, created
 from .auth import actor, require
 
 bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
+
+# Rows and schemas for app.web.openapi (same shape as its ROUTES / SCHEMAS), kept next to the
+# views they describe.
+OPENAPI_ROUTES: list[tuple[str, str, str, str, dict[str, Any] | None]] = [
+    ("get", "/processes/{key}/versions", "viewer",
+     "Every version with checksum, author, time, and its instances per state", None),
+    ("get", "/processes/{key}/diff", "viewer",
+     "Semantic diff of two versions (?from=N&to=M): elements added, removed, changed", None),
+    ("get", "/processes/{key}/migrations", "viewer", "Past migrations of instances", None),
+    ("post", "/processes/{key}/migrations", "admin",
+     "Dry run (default) or move the movable instances of one version to another",
+     {"$ref": "#/components/schemas/MigrationRequest"}),
+    ("get", "/processes/{key}/migrations/{id}", "viewer",
+     "One migration with each instance's outcome and reasons", None),
+    ("post", "/processes/{key}/migrations/{id}/revert", "admin",
+     "Put back the moved instances that have not moved on since", None),
+    ("post", "/tasks/bulk", "operator",
+     "One action for many inbox tasks, reported per task (200 / 409 / 404)",
+     {"$ref": "#/components/schemas/BulkTaskAction"}),
+]
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "MigrationRequest": {"type": "object", "required": ["from", "to"], "properties": {
+        "from": {"type": "integer", "minimum": 1}, "to": {"type": "integer", "minimum": 1},
+        "dry_run": {"type": "boolean", "default": True}}},
+    "BulkTaskAction": {"type": "object", "required": ["ids", "action"], "properties": {
+        "ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1,
+                "maxItems": bulk.MAX_TASKS},
+        "action": {"type": "string", "enum": ["retry", "alternative", "abort"]},
+        "comment": {"type": "string", "maxLength": 2000}}},
+}
 
 
 @bp.get("/processes/<key>/versions")

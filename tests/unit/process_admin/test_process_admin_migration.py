@@ -191,3 +191,16 @@ def test_migrations_need_the_admin_role(app: Flask, client: FlaskClient, deploy:
     assert response.status_code == status, response.json
     if status == 403:
         assert "admin role" in response.json["message"]
+
+
+def test_openapi_rows_describe_every_admin_route(app: Flask) -> None:
+    import re
+
+    from app.web import admin_api
+
+    rules = {(method.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+             for rule in app.url_map.iter_rules() if rule.endpoint.startswith("admin_api.")
+             for method in rule.methods or () if method in ("GET", "POST")}
+    described = {(m, "/api/v1" + p.replace("{id}", "{migration_id}"))
+                 for m, p, *_ in admin_api.OPENAPI_ROUTES}
+    assert described == rules
