@@ -60,8 +60,12 @@ def operation_error(exc: BaseException, what: str) -> OperationError:
 
 def then(future: Future[Outcome], answer: Callable[[Outcome], dict[str, Any]],
          what: str) -> Future[dict[str, Any]]:
-    """A Future of the job's result, settled from the chain item's Future."""
-    result: Future[dict[str, Any]] = Future()
+    """A Future of the job's result, settled from the chain item's Future.
+
+    Waiting on it sends what the chain service holds (see `FlushingFuture`).
+    """
+    result: Future[dict[str, Any]] = chain.FlushingFuture(
+        getattr(future, "flush", lambda: None))
 
     def settle(done: Future[Outcome]) -> None:
         try:
