@@ -93,4 +93,4 @@ def catalogue() -> list[dict[str, Any]]:
 
 def load_all() -> None:
     """Import the modules that register operations (once)."""
-    from . import dhcp_ops, ipam_ops, ledger_ops  # noqa: F401
+    from . import chain_ops, dhcp_ops, ipam_ops, ledger_ops  # noqa: F401
