@@ -42,3 +42,47 @@ def pipeline_app(tmp_path: Path, chain_url: str) -> Iterator[Flask]:
     yield app
     dispatch.install(None)
     chain.reset()
+
+
+@pytest.fixture
+def redis_broker_url() -> str:
+    """A Redis database of its own for this area's broker traffic (emptied first)."""
+    import redis
+
+    from lf_support import redis_url
+
+    url = f"{redis_url().rsplit('/', 1)[0]}/12"
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except Exception as exc:  # pragma: no cover - environment
+        pytest.fail(f"Redis is not reachable at {url} ({exc}); `make test` starts it")
+    return url
+
+
+@pytest.fixture
+def pg_chain_app(pg_database: str, redis_broker_url: str, anvil_node: AnvilNode
+                 ) -> Iterator[Flask]:
+    """PostgreSQL + Redis + anvil: the API/engine process of a production-like deployment."""
+    from flask_migrate import upgrade
+
+    from app import create_app, start_transport
+    from app.config import Settings
+    from app.services import chain, dispatch, setup
+    from lf_support import TOKEN
+
+    settings = Settings.from_env(environ={}, database_url=pg_database,
+                                 broker_url=redis_broker_url, chain_url=anvil_node.url,
+                                 api_token=TOKEN, secret_key="t", admin_password="a",
+                                 job_timeout=20.0)
+    app = create_app(settings=settings)
+    with app.app_context():
+        upgrade()
+        setup.bootstrap()
+    start_transport(app)
+    yield app
+    dispatch.install(None)
+    chain.reset()
+    with app.app_context():
+        from app.extensions import db
+
+        db.engine.dispose()

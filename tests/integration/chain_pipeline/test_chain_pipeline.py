@@ -123,3 +123,73 @@ def test_five_hundred_concurrent_requests_chain_equals_database(
           f"chain-validated allocations in {seconds:.1f}s = {REQUESTS / seconds:.0f}/s; "
           f"{stats.batches} chain batches, {stats.items / max(stats.batches, 1):.0f} "
           f"changes per transaction (largest {stats.largest})")
+
+
+def worker_accounts(app: Flask, node_url: str, count: int) -> list[str]:
+    """Private keys of `count` funded accounts with the writer role on the app's contract.
+
+    Each worker process sends from its own account: one account's nonces can only be
+    handed out in order by one process.
+    """
+    from eth_account import Account
+
+    from app.services import chain
+
+    with app.app_context():
+        registry = chain.get().registry  # deploys and stores the address for the workers
+    keys = []
+    for _ in range(count):
+        account = Account.create()
+        registry.client.w3.provider.make_request(  # type: ignore[arg-type]
+            "anvil_setBalance", [account.address, hex(10**21)])
+        registry.grant_writer(account.address)
+        keys.append("0x" + bytes(account.key).hex())
+    return keys
+
+
+def test_five_hundred_requests_postgres_redis_workers_on_anvil(
+        pg_chain_app: Flask, anvil_node: Any) -> None:
+    from bench.peers.workers import start_worker, stop, wait_ready, worker_env
+
+    add_subnet(pg_chain_app)
+    keys = worker_accounts(pg_chain_app, anvil_node.url, 2)
+    names = [f"lfchain{i}-{threading.get_ident()}" for i in range(2)]
+    procs = []
+    try:
+        for name, key in zip(names, keys, strict=True):
+            env = worker_env(pg_chain_app.config["SQLALCHEMY_DATABASE_URI"],
+                             pg_chain_app.config["LEASEFLOW"].broker_url,
+                             LEASEFLOW_CHAIN_URL=anvil_node.url, LEASEFLOW_CHAIN_PRIVATE_KEY=key,
+                             LEASEFLOW_JOB_TIMEOUT="20", LEASEFLOW_TICK_INTERVAL="0.5",
+                             LEASEFLOW_ANCHOR_INTERVAL="1")
+            procs.append(start_worker(env, name))
+        wait_ready(pg_chain_app.extensions["celery"], names)
+        started = time.monotonic()
+        ids = submit_all(pg_chain_app)
+        assert len(set(ids)) == REQUESTS
+        settle(lambda: progress(pg_chain_app) == {"bound": REQUESTS, "queued": 0,
+                                                  "recorded": REQUESTS}, 300,
+               "all 500 leases bound and recorded on chain")
+        seconds = time.monotonic() - started
+    finally:
+        for proc in procs:
+            stop(proc)
+    chain_matches_database(pg_chain_app)
+    print(f"\n[anvil, PostgreSQL + Redis + 2 workers] {REQUESTS} chain-validated allocations "
+          f"in {seconds:.1f}s = {REQUESTS / seconds:.0f}/s")
+    # The workers' tickers anchored concurrently: verify reads those anchors from the chain.
+    client = pg_chain_app.test_client()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/api/v1/ledger/anchor", headers=headers).status_code == 200
+    report = client.get("/api/v1/ledger/verify", headers=headers).json
+    assert report["ok"] is True, report
+    assert report["anchors_source"] == "chain" and report["unanchored_rows"] == 0
+    from app.extensions import db
+    from app.models import LedgerAnchor
+
+    with pg_chain_app.app_context():
+        ranges = [(a.seq_from, a.seq_to) for a in db.session.query(LedgerAnchor)
+                  .order_by(LedgerAnchor.seq_to)]
+    assert ranges[0][0] == 1 and all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:],
+                                                                       strict=False))
+    assert len(ranges) == report["anchors_checked"]
