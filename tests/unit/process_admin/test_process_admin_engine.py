@@ -109,3 +109,31 @@ def test_planning_leaves_the_stored_state_alone() -> None:
     migration.plan(spec("flaky_v1"), state, spec("flaky_v2"))
     restored = runtime.restore(spec("flaky_v1"), state)
     assert runtime.serialize(restored) == state
+
+
+def test_bound_leases_of_the_foundation_process_move_to_the_shipped_one() -> None:
+    """The real upgrade: leases bound by the process without chain steps move to the shipped
+    process (chain steps added) and are released through its path."""
+    root = Path(__file__).resolve().parents[3] / "processes"
+    old = runtime.load_spec((root / "variants" / "lease_lifecycle_without_chain.bpmn")
+                            .read_text())
+    new = runtime.load_spec((root / "lease_lifecycle.bpmn").read_text())
+    workflow, report = runtime.start(old, REQUEST)
+    while report.parked:
+        report = runtime.complete_service_task(workflow, report.parked[0].task_id, {
+            "lease_id": 5, "ip": "10.0.0.5", "expires_at": EXPIRES})
+    assert set(report.messages) >= {"lease_release"}
+    plan = migration.plan(old, runtime.serialize(workflow), new)
+    assert plan.movable, plan.blockers
+    moved, after = migration.migrate(old, runtime.serialize(workflow), new)
+    assert after.wake_at == report.wake_at
+    released = runtime.send_message(moved, "lease_release", {"by": "test"})
+    steps = []
+    while released.parked:
+        steps.append(released.parked[0].operation)
+        released = runtime.complete_service_task(moved, released.parked[0].task_id,
+                                                 {"lease_id": 5, "state": "released"})
+    assert released.completed and "ipam.release" in steps
+    old_steps = {ts.operation_name for ts in old.spec.task_specs.values()
+                 if isinstance(ts, runtime.ParkedServiceTask)}
+    assert set(steps) - old_steps  # at least one step only the new version has

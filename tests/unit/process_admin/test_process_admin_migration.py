@@ -29,6 +29,14 @@ def audit(app: Flask, kind_prefix: str) -> list[dict[str, Any]]:
                  **json.loads(r.payload)["data"]} for r in rows]
 
 
+def row_versions(app: Flask) -> dict[int, int]:
+    from app.models import ProcessInstance
+
+    with app.app_context():
+        return dict(db.session.execute(select(ProcessInstance.id, ProcessInstance.version))
+                    .tuples().all())
+
+
 def release(client: FlaskClient, admin: dict[str, str], engine: Any, instance_id: int) -> None:
     from app.services import instances
     from app.services.uow import unit_of_work
@@ -99,8 +107,13 @@ def test_migration_dry_run_bulk_move_finish_on_v2_and_revert(
                                                           headers=admin).json}
     assert set(versions.values()) == {v1}  # a dry run changes nothing
 
+    rows_before = row_versions(app)
     moved = client.post(url, json={"from": v1, "to": v2, "dry_run": False}, headers=admin)
     assert moved.status_code == 201, moved.json
+    rows_after = row_versions(app)  # a move is a write under the row's optimistic lock
+    assert rows_after[bound_a] > rows_before[bound_a]
+    assert rows_after[bound_b] > rows_before[bound_b]
+    assert all(rows_after[i] == rows_before[i] for i in (done, in_inbox, committing))
     assert (moved.json["moved"], moved.json["skipped"]) == (2, 3)
     outcomes = {i["instance_id"]: i["outcome"] for i in moved.json["instances"]}
     assert outcomes == {bound_a: "moved", bound_b: "moved", done: "skipped",
