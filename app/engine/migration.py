@@ -80,12 +80,10 @@ def _state(task: Any) -> str:
     return str(TaskState.get_name(task.state))
 
 
-def _plan(workflow: Any, new: runtime.ProcessSpec, version_label: str) -> tuple[
-        MigrationPlan, Any, dict[str, Any]]:
-    top, sub_diffs = diff_workflow(runtime.SERIALIZER.registry, workflow, new.spec,
-                                   new.subprocess_specs)
+def _blockers(diff: Any, version_label: str) -> tuple[list[Blocker], list[str]]:
+    """What stops the tasks of one (sub)workflow diff from moving, and what changed."""
     blockers: list[Blocker] = []
-    for task in top.removed:
+    for task in diff.removed:
         if task.has_state(_PREDICTED):
             continue  # dropped when its waiting parent is re-predicted
         blockers.append(Blocker(
@@ -93,7 +91,7 @@ def _plan(workflow: Any, new: runtime.ProcessSpec, version_label: str) -> tuple[
             message=f"{_name(task)} ({_state(task).lower()}) has no counterpart in "
                     f"{version_label}"))
     changed = []
-    for task in top.changed:
+    for task in diff.changed:
         changed.append(_name(task))
         if task.state == TaskState.STARTED and isinstance(task.task_spec,
                                                           runtime.ParkedServiceTask):
@@ -106,11 +104,23 @@ def _plan(workflow: Any, new: runtime.ProcessSpec, version_label: str) -> tuple[
                 code="open_task_changed", element=_name(task),
                 message=f"{_name(task)} is open in the inbox and changed in {version_label}; "
                         f"complete it first"))
+    return blockers, changed
+
+
+def _plan(workflow: Any, new: runtime.ProcessSpec, version_label: str) -> tuple[
+        MigrationPlan, Any, dict[str, Any]]:
+    top, sub_diffs = diff_workflow(runtime.SERIALIZER.registry, workflow, new.spec,
+                                   new.subprocess_specs)
+    blockers, changed = _blockers(top, version_label)
     for sp_id, sp_diff in sub_diffs.items():
         if sp_diff is None:
             blockers.append(Blocker(code="removed", element=str(sp_id),
                                     message=f"a running subprocess has no counterpart in "
                                             f"{version_label}"))
+            continue
+        sub_blockers, sub_changed = _blockers(sp_diff, version_label)
+        blockers += sub_blockers
+        changed += sub_changed
     reentered = tuple(sorted({_name(t) for t in workflow.get_tasks(state=_RESET)}))
     plan = MigrationPlan(movable=not blockers, blockers=tuple(blockers), reentered=reentered,
                          changed=tuple(sorted(set(changed))))
