@@ -23,13 +23,19 @@ def run_jobs(job_ids: Iterable[int]) -> dict[str, int]:
         if not ids:
             break
         with unit_of_work(dispatch_jobs=False) as pending:
-            stats = jobs.run_batch(ids)
+            stats = jobs.run_batch(ids, steal=max(0, batch_size() - len(ids)))
         for key, value in stats.items():
             totals[key] += value
         ids = sorted(set(pending.jobs))
     if ids:
         dispatch.send(ids)
     return totals
+
+
+def batch_size() -> int:
+    from flask import current_app
+
+    return int(current_app.config["LEASEFLOW"].batch_size)
 
 
 def tick() -> dict[str, int]:

@@ -9,10 +9,13 @@ with backoff by the job runner: a peer down, a timeout).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
+# A handler answers a result object, or a Future of one when its work is batched with other
+# jobs' (the runner starts every job of a batch first, then waits for the futures).
+Handler = Callable[[Mapping[str, Any]], "dict[str, Any] | Future[dict[str, Any]]"]
 PARAM_TYPES = ("str", "int", "float", "bool", "dict", "list", "any")
 
 
@@ -43,6 +46,9 @@ class Operation:
     required: frozenset[str]
     handler: Handler
     queue: str = "default"  # worker queue; "default" jobs may run ahead in the same worker
+    # False only for handlers whose writes are safe to keep when they fail half-way (their
+    # retry is idempotent): the runner then spares the two SAVEPOINT statements per job.
+    savepoint: bool = True
     errors: tuple[str, ...] = field(default=())  # business error codes it may raise
 
     def __post_init__(self) -> None:
@@ -69,11 +75,12 @@ REGISTRY: dict[str, Operation] = {}
 
 def register(name: str, *, description: str, params: Mapping[str, str],
              required: set[str] | frozenset[str] = frozenset(), queue: str = "default",
-             errors: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+             errors: tuple[str, ...] = (), savepoint: bool = True
+             ) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         REGISTRY[name] = Operation(name=name, description=description, params=dict(params),
                                    required=frozenset(required), handler=handler, queue=queue,
-                                   errors=errors)
+                                   errors=errors, savepoint=savepoint)
         return handler
     return wrap
 

@@ -26,7 +26,7 @@ def _params(params: Mapping[str, Any], name: str, kind: type, *, required: bool 
 @register("ipam.reserve", description="Hold a free address of a subnet for a client",
           params={"subnet": "str", "client_id": "str", "hostname": "str", "owner": "str",
                   "hwaddr": "str", "requested_ip": "str", "avoid": "list", "instance_id": "int"},
-          required={"subnet", "client_id"},
+          required={"subnet", "client_id"}, savepoint=False,  # idempotent per instance
           errors=("pool_exhausted", "unknown_subnet", "client_has_lease", "invalid_address"))
 def reserve(params: Mapping[str, Any]) -> dict[str, Any]:
     try:
@@ -46,6 +46,7 @@ def reserve(params: Mapping[str, Any]) -> dict[str, Any]:
 
 @register("ipam.release", description="Give a lease's address back (release, expire, abandon)",
           params={"lease_id": "int", "reason": "str"}, required={"lease_id"},
+          savepoint=False,  # releasing twice changes nothing the second time
           errors=("unknown_lease", "invalid_reason"))
 def release(params: Mapping[str, Any]) -> dict[str, Any]:
     lease = leases.release(_params(params, "lease_id", int),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from reactivex import operators as ops
+from reactivex.scheduler import EventLoopScheduler
 from reactivex.subject import Subject
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,11 @@ class CeleryTransport:
                  window: float = 0.002) -> None:
         self._celery = celery_app
         self._subject: Subject[int] = Subject()
+        # One scheduler thread for the windows: the default TimeoutScheduler starts a new
+        # timer thread for every window, which at a 2 ms window starves the process.
+        self._scheduler = EventLoopScheduler()
         self._subscription = self._subject.pipe(
-            ops.buffer_with_time_or_count(window, batch),
+            ops.buffer_with_time_or_count(window, batch, scheduler=self._scheduler),
             ops.filter(bool),
         ).subscribe(self._publish, on_error=lambda e: log.error("dispatch stream: %s", e))
         self._redis = None
@@ -173,6 +177,7 @@ class CeleryTransport:
 
     def close(self) -> None:
         self._subscription.dispose()
+        self._scheduler.dispose()
 
 
 _transport: Transport | None = None

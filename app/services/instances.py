@@ -62,12 +62,22 @@ def lock(instance_id: int) -> ProcessInstance:
     return instance
 
 
-def lock_many(instance_ids: Sequence[int]) -> dict[int, ProcessInstance]:
+def lock_many(instance_ids: Sequence[int], *,
+              skip_locked: bool = False) -> dict[int, ProcessInstance]:
+    """Lock rows in id order (no deadlocks); with skip_locked, leave rows others hold."""
+    if not instance_ids:
+        return {}
     rows = db.session.execute(
         select(ProcessInstance).where(ProcessInstance.id.in_(sorted(set(instance_ids))))
-        .order_by(ProcessInstance.id).with_for_update()
+        .order_by(ProcessInstance.id).with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)).scalars()
     return {row.id: row for row in rows}
+
+
+def current_state(instance: ProcessInstance) -> str:
+    """The state including changes made in this transaction but not yet written."""
+    changed = uow.pending().instance_changes.get(instance.id, {})
+    return str(changed.get("state", instance.state))
 
 
 def workflow_of(instance: ProcessInstance) -> Any:
@@ -172,7 +182,7 @@ def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepRepor
             max_attempts=(parked.retries or 0) + 1, backoff_base=parked.backoff_base or 0,
             status="queued", queue=queue, not_before=now, deadline=now + timeout))
     if jobs:
-        db.session.add_all(jobs)
+        db.session.add_all(jobs)  # inserted at the next flush; ids are read after it
     for task in report.user_tasks:
         exists = db.session.execute(select(HumanTask.id).where(
             HumanTask.instance_id == instance.id, HumanTask.task_id == task.task_id,
@@ -181,28 +191,33 @@ def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepRepor
             db.session.add(HumanTask(instance_id=instance.id, task_id=task.task_id,
                                      task_name=task.task_name, title=task.title,
                                      form=task.form, data=task.data))
-    instance.wake_at = None if report.completed else report.wake_at
+    # Row changes wait for flush_workflows too: one UPDATE per instance per transaction.
+    changes = uow.pending().instance_changes.setdefault(instance.id, {})
+    changes["wake_at"] = None if report.completed else report.wake_at
     if report.completed:
         outcome = report.data.get("outcome") or {"state": "completed"}
-        instance.state = outcome.get("state", "completed") if outcome.get("state") in FINAL \
-            else "completed"
-        instance.outcome = outcome
+        changes["state"] = outcome.get("state", "completed") \
+            if outcome.get("state") in FINAL else "completed"
+        changes["outcome"] = outcome
     else:
-        instance.state = "waiting"
-    db.session.flush()
-    for job in jobs:
-        uow.enqueue(job.id)
+        changes["state"] = "waiting"
     uow.pending().new_jobs.extend(jobs)
     uow.touch(instance.id)
 
 
-def flush_workflows(dirty: Mapping[int, tuple[ProcessInstance, Any]]) -> None:
-    """Serialize each changed workflow once and keep it for the next step in this process."""
-    if not dirty:
+def flush_workflows(pending: uow.Pending) -> None:
+    """Serialize each changed workflow once, apply the row changes, keep the workflow for
+    the next step in this process, and read the ids of the jobs this transaction parked."""
+    dirty = pending.workflows
+    if not dirty and not pending.new_jobs:
         return
     for instance, workflow in dirty.values():
         instance.workflow = runtime.serialize(workflow)
+        for name, value in pending.instance_changes.get(instance.id, {}).items():
+            setattr(instance, name, value)
     db.session.flush()
+    pending.jobs.extend(job.id for job in pending.new_jobs)
+    pending.new_jobs.clear()
     for instance, workflow in dirty.values():
         _remember(instance, workflow)
 
@@ -225,7 +240,7 @@ def _fail(instance: ProcessInstance, exc: Exception) -> None:
 
 def resume_with_result(instance: ProcessInstance, job: ServiceJob,
                        result: Mapping[str, Any]) -> None:
-    if instance.state in FINAL:
+    if current_state(instance) in FINAL:
         return
     workflow = workflow_of(instance)
     try:
@@ -237,13 +252,14 @@ def resume_with_result(instance: ProcessInstance, job: ServiceJob,
         _fail(instance, exc)
         return
     if job.operation == "ipam.reserve" and isinstance(result.get("lease_id"), int):
-        instance.lease_id = result["lease_id"]
+        uow.pending().instance_changes.setdefault(instance.id, {})["lease_id"] = \
+            result["lease_id"]
     _persist(instance, workflow, report)
 
 
 def resume_with_error(instance: ProcessInstance, job: ServiceJob, *, code: str, message: str,
                       kind: str, details: Mapping[str, Any] | None = None) -> None:
-    if instance.state in FINAL:
+    if current_state(instance) in FINAL:
         return
     workflow = workflow_of(instance)
     try:

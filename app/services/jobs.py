@@ -32,14 +32,29 @@ log = logging.getLogger(__name__)
 MAX_DELIVERIES = 5  # a job handed out this often without finishing counts as failed
 
 
-def run_batch(job_ids: Sequence[int]) -> dict[str, int]:
-    """Run the still-queued jobs among `job_ids`; the caller commits (unit of work)."""
+def run_batch(job_ids: Sequence[int], *, steal: int = 0) -> dict[str, int]:
+    """Run the still-queued jobs among `job_ids`; the caller commits (unit of work).
+
+    With `steal`, also take up to that many other due jobs of the default queue from the
+    outbox, so that under load one transaction serves many instances whatever way their
+    messages arrived (the messages of stolen jobs later find them done and do nothing).
+    """
     stats = {"done": 0, "retried": 0, "failed": 0, "skipped": 0}
     if not job_ids:
         return stats
     instance_of = dict(db.session.execute(
         select(ServiceJob.id, ServiceJob.instance_id).where(ServiceJob.id.in_(job_ids))).all())
     locked = instances.lock_many(list(instance_of.values()))
+    if steal > 0:
+        extra = dict(db.session.execute(
+            select(ServiceJob.id, ServiceJob.instance_id).where(
+                ServiceJob.status == "queued", ServiceJob.queue == "default",
+                ServiceJob.not_before <= utcnow(), ServiceJob.id.not_in(job_ids))
+            .order_by(ServiceJob.id).limit(steal)).all())
+        # Never wait for an instance another worker holds: that one is busy with it.
+        locked.update(instances.lock_many(
+            [i for i in extra.values() if i not in locked], skip_locked=True))
+        job_ids = [*job_ids, *(j for j, i in extra.items() if i in locked)]
     jobs = db.session.execute(
         select(ServiceJob).where(ServiceJob.id.in_(job_ids), ServiceJob.status == "queued")
         .order_by(ServiceJob.instance_id, ServiceJob.id)
@@ -64,13 +79,13 @@ def run_batch(job_ids: Sequence[int]) -> dict[str, int]:
 
 
 def _ahead(pending: uow.Pending, locked: dict[int, Any], now: Any) -> list[ServiceJob]:
-    queued = set(pending.jobs)
     ahead = [job for job in pending.new_jobs
-             if job.id in queued and job.status == "queued" and job.instance_id in locked
+             if job.status == "queued" and job.instance_id in locked
              and job.queue == "default" and job.not_before <= now]
-    taken = {job.id for job in ahead}
-    pending.jobs[:] = [i for i in pending.jobs if i not in taken]
-    pending.new_jobs[:] = [job for job in pending.new_jobs if job.id not in taken]
+    if ahead:
+        taken = {id(job) for job in ahead}
+        pending.new_jobs[:] = [job for job in pending.new_jobs if id(job) not in taken]
+        db.session.flush()  # the jobs get their ids (one INSERT for the round)
     return sorted(ahead, key=lambda j: (j.instance_id, j.id))
 
 
@@ -124,16 +139,23 @@ def _settle(job: ServiceJob, future: Future[Any],
 
 
 def _execute(job: ServiceJob) -> dict[str, Any] | OperationError | Future[Any]:
-    savepoint = db.session.begin_nested()
     try:
-        result = operations.get(job.operation).handler(job.params)
-        savepoint.commit()
+        operation = operations.get(job.operation)
+    except OperationError as exc:
+        return exc
+    savepoint = db.session.begin_nested() if operation.savepoint else None
+    try:
+        result = operation.handler(job.params)
+        if savepoint is not None:
+            savepoint.commit()
         return result
     except OperationError as exc:
-        savepoint.rollback()
+        if savepoint is not None:
+            savepoint.rollback()
         return exc
     except Exception as exc:  # a bug or an unexpected peer failure: retry, then a person
-        savepoint.rollback()
+        if savepoint is not None:
+            savepoint.rollback()
         log.exception("job %s (%s) crashed", job.id, job.operation)
         return TransientError(f"{type(exc).__name__}: {exc}", code="operation_crashed")
 

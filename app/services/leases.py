@@ -30,13 +30,26 @@ HOLDING_VALUES = [s.value for s in HOLDING]
 PROBES = 8
 
 
-def _insert(**values: Any) -> int | None:
+def _insert(**values: Any) -> Lease | None:
+    """The new holding lease, or None when the address is held (the index said no)."""
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(Lease).values(**values).on_conflict_do_nothing(
         index_elements=["subnet_id", "address"], index_where=text(HOLDING_SQL),
-    ).returning(Lease.id)
-    return db.session.execute(stmt).scalar_one_or_none()
+    ).returning(Lease)
+    lease: Lease | None = db.session.execute(stmt).scalar_one_or_none()
+    if lease is not None:
+        # Nobody else can see, let alone change, a row this transaction inserted: later
+        # steps of the same transaction may use it without locking it again.
+        uow.pending().fresh_leases[lease.id] = lease
+    return lease
+
+
+def _locked(lease_id: int) -> Lease | None:
+    fresh = uow.pending().fresh_leases.get(lease_id)
+    if fresh is not None:
+        return fresh  # type: ignore[no-any-return]
+    return db.session.get(Lease, lease_id, with_for_update=True)
 
 
 def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None,
@@ -76,9 +89,9 @@ def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None
         if address in tried:
             continue
         tried.add(address)
-        lease_id = _insert(address=address, **values)
-        if lease_id is not None:
-            return _reserved(lease_id, actor)
+        lease = _insert(address=address, **values)
+        if lease is not None:
+            return _reserved(lease, actor)
     while True:
         taken = set(db.session.execute(select(Lease.address).where(
             Lease.subnet_id == target.id, Lease.state.in_(HOLDING_VALUES))).scalars())
@@ -87,14 +100,12 @@ def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None
             raise BusinessError(f"pool of {target.cidr} is exhausted", code="pool_exhausted",
                                 details={"subnet": target.cidr})
         for address in candidates:
-            lease_id = _insert(address=address, **values)
-            if lease_id is not None:
-                return _reserved(lease_id, actor)
+            lease = _insert(address=address, **values)
+            if lease is not None:
+                return _reserved(lease, actor)
 
 
-def _reserved(lease_id: int, actor: str) -> Lease:
-    lease = db.session.get(Lease, lease_id)
-    assert lease is not None
+def _reserved(lease: Lease, actor: str) -> Lease:
     _history(lease, LeaseEvent("commit"), None, LeaseState.OFFERED, actor, event_name="reserve")
     return lease
 
@@ -135,7 +146,7 @@ def get_lease(lease_id: int) -> Lease:
 
 def commit(lease_id: int, *, actor: str = "system") -> Lease:
     """offered → bound with a fresh expiry; committing a bound lease again changes nothing."""
-    lease = db.session.get(Lease, lease_id, with_for_update=True)
+    lease = _locked(lease_id)
     if lease is None:
         raise BusinessError(f"no lease {lease_id}", code="unknown_lease")
     if lease.state == LeaseState.BOUND.value:
@@ -155,7 +166,7 @@ def release(lease_id: int, *, reason: str = "release", actor: str = "system") ->
     """Give the address back; a lease that no longer holds its address is left as it is."""
     if reason not in RELEASE_EVENTS:
         raise BusinessError(f"unknown release reason {reason!r}", code="invalid_reason")
-    lease = db.session.get(Lease, lease_id, with_for_update=True)
+    lease = _locked(lease_id)
     if lease is None:
         raise BusinessError(f"no lease {lease_id}", code="unknown_lease")
     if lease.state not in HOLDING_VALUES:

@@ -130,7 +130,17 @@ def get(subnet_id: int) -> Subnet:
 
 
 def by_cidr(cidr: str) -> Subnet:
-    subnet = db.session.execute(select(Subnet).where(Subnet.cidr == cidr)).scalar_one_or_none()
+    # Within one session, the id of a CIDR is asked for once; the row then comes from the
+    # identity map (a batch of jobs on one subnet reads it once, not once per job).
+    known: dict[str, int] = db.session.info.setdefault("subnet_ids", {})
+    subnet = db.session.get(Subnet, known[cidr]) if cidr in known else None
+    if subnet is None:
+        subnet = db.session.execute(select(Subnet).where(Subnet.cidr == cidr)) \
+            .scalar_one_or_none()
+        if subnet is not None:
+            known[cidr] = subnet.id
+    if subnet is not None:
+        uow.pending().keep.append(subnet)
     if subnet is None:
         raise NotFound(f"no subnet {cidr}", code="unknown_subnet",
                        details=[{"field": "subnet", "message": f"unknown subnet {cidr}"}])

@@ -25,6 +25,11 @@ class Pending:
     leases: set[str] = field(default_factory=set)
     workflows: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> (row, workflow)
     new_jobs: list[Any] = field(default_factory=list)  # job rows parked here (strong refs)
+    instance_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    fresh_leases: dict[int, Any] = field(default_factory=dict)  # inserted by this transaction
+    # Strong references for rows a transaction reads again: the session's identity map only
+    # holds clean rows weakly, and a row it dropped costs another SELECT.
+    keep: list[Any] = field(default_factory=list)
 
 
 def pending() -> Pending:
@@ -55,7 +60,7 @@ def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
     state = pending()
     try:
         yield state
-        instances.flush_workflows(state.workflows)
+        instances.flush_workflows(state)
         audit.flush(state.ledger)
         db.session.commit()
     except BaseException:
