@@ -142,6 +142,9 @@ class ProcessInstance(db.Model):  # type: ignore[name-defined, misc]
     definition: Mapped[ProcessDefinition] = relationship(lazy="select")
     # Optimistic locking: an UPDATE that finds another version raises StaleDataError.
     __mapper_args__ = {"version_id_col": version}
+    # The ticker's "due timers" query: without state in front, SQLite picks the state index
+    # and sorts every waiting instance (19.7 ms at 100k instead of 0.36 ms, bench/engine.py).
+    __table_args__ = (Index("ix_process_instances_due", "state", "wake_at"),)
 
 
 class ServiceJob(db.Model):  # type: ignore[name-defined, misc]

@@ -65,7 +65,8 @@ def active(key: str = DEFAULT_KEY, *, required: bool = True) -> ProcessDefinitio
     return row  # type: ignore[return-value]
 
 
-_specs: dict[int, runtime.ProcessSpec] = {}
+# Keyed by database too: one process may serve (or test) several databases.
+_specs: dict[tuple[str, int], runtime.ProcessSpec] = {}
 
 
 def spec_of(definition: ProcessDefinition) -> runtime.ProcessSpec:
@@ -74,12 +75,13 @@ def spec_of(definition: ProcessDefinition) -> runtime.ProcessSpec:
 
 def spec_by_id(definition_id: int) -> runtime.ProcessSpec:
     """The spec of a stored version; versions never change, so cache by id."""
-    spec = _specs.get(definition_id)
+    key = (str(db.engine.url), definition_id)
+    spec = _specs.get(key)
     if spec is None:
         row = db.session.get(ProcessDefinition, definition_id)
         if row is None:
             raise NotFound(f"no process version {definition_id}", code="unknown_process")
-        spec = _specs[definition_id] = spec_of(row)
+        spec = _specs[key] = spec_of(row)
     return spec
 
 

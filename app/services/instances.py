@@ -32,14 +32,18 @@ ACTIONS = ("retry", "alternative", "abort")
 _jitter = random.Random()
 
 # Restoring a workflow costs more than stepping it; keep recent ones, keyed by row version.
-_cache: OrderedDict[int, tuple[int, Any]] = OrderedDict()
+_cache: OrderedDict[tuple[str, int], tuple[int, Any]] = OrderedDict()
 _cache_lock = threading.Lock()
 CACHE_SIZE = 4096
 
 
+def _key(instance_id: int) -> tuple[str, int]:
+    return (str(db.engine.url), instance_id)  # one process may serve several databases
+
+
 def _cached(instance: ProcessInstance) -> Any | None:
     with _cache_lock:
-        entry = _cache.pop(instance.id, None)
+        entry = _cache.pop(_key(instance.id), None)
     if entry is not None and entry[0] == instance.version:
         return entry[1]
     return None
@@ -47,7 +51,7 @@ def _cached(instance: ProcessInstance) -> Any | None:
 
 def _remember(instance: ProcessInstance, workflow: Any) -> None:
     with _cache_lock:
-        _cache[instance.id] = (instance.version, workflow)
+        _cache[_key(instance.id)] = (instance.version, workflow)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
 
@@ -226,7 +230,7 @@ def _fail(instance: ProcessInstance, exc: Exception) -> None:
     """The engine raised: the instance ends `failed` with the reason, never half-stepped."""
     log.warning("instance %s failed: %s", instance.id, exc)
     with _cache_lock:
-        _cache.pop(instance.id, None)
+        _cache.pop(_key(instance.id), None)
     instance.state = "failed"
     instance.outcome = {"state": "failed", "reason": "engine_error", "message": str(exc)}
     instance.wake_at = None
@@ -344,7 +348,6 @@ def complete_task(task_id: int, *, action: Any, comment: Any, user: str) -> Huma
         report = runtime.complete_user_task(workflow, task.task_id,
                                             {"action": action, "comment": comment})
     except runtime.NotWaiting:
-        task.state = "cancelled"
         raise Conflict(f"task {task_id} is no longer open in its process",
                        code="task_done") from None
     except runtime.EngineError as exc:
