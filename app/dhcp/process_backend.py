@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,13 +84,31 @@ class ProcessLeaseBackend:
         from app.services.dispatch import WAITERS
 
         seen: list[InstanceView] = []
+        missed = [False]
+        # WAITERS.wait reads its change counter after check() returns, so a change landing
+        # while check() reads the database would only be noticed at its next 0.5 s poll,
+        # a quarter of a client's patience. check() therefore notes the counter itself and
+        # ends the wait early when it moved; the loop then checks again at once. (Reported
+        # to the lead: reading the counter before check() in Waiters.wait fixes it there.)
+        generations = getattr(WAITERS, "_generation", {})
 
         def check() -> bool:
+            before = generations.get(instance_id)
             view = self._read(dhcp.observe, instance_id)
             seen[:] = [view]
-            return done(view)
+            if done(view):
+                return True
+            missed[0] = generations.get(instance_id) != before
+            return missed[0]
 
-        WAITERS.wait(instance_id, check, self.patience)
+        deadline = time.monotonic() + self.patience
+        while True:
+            missed[0] = False
+            remaining = deadline - time.monotonic()
+            if WAITERS.wait(instance_id, check, max(remaining, 0.0)) and not missed[0]:
+                break
+            if remaining <= 0:
+                break
         return seen[0] if seen else None
 
     @staticmethod
@@ -107,13 +126,12 @@ class ProcessLeaseBackend:
         cid = dhcp.client_key(client.client_id)
         cidr = client.subnet.cidr
         with self.app.app_context():
-            lease = self._read(dhcp.holding, cidr, cid)
+            lease, instance_id = self._read(dhcp.client_state, cidr, cid)
             if lease is not None:
                 # A retransmitted DISCOVER, or a bound client starting over: same address.
                 if lease.state == "offered":
                     return self._binding(client, lease, client.subnet.lease_time)
                 return self._binding(client, lease)
-            instance_id = self._read(dhcp.pending_instance, cidr, cid)
             if instance_id is None:
                 instance_id = self._change(
                     dhcp.start, subnet=cidr, client_id=cid, hwaddr=_hwaddr(client),

@@ -123,6 +123,12 @@ def pending_instance(cidr: str, client_id: str) -> int | None:
         .order_by(ProcessInstance.id.desc()).limit(1)).scalar_one_or_none()
 
 
+def client_state(cidr: str, client_id: str) -> tuple[LeaseView | None, int | None]:
+    """`holding` and, when nothing is held, `pending_instance`: one read for a DISCOVER."""
+    lease = holding(cidr, client_id)
+    return lease, (pending_instance(cidr, client_id) if lease is None else None)
+
+
 def observe(instance_id: int) -> InstanceView:
     instance = instances.get(instance_id)
     lease = db.session.get(Lease, instance.lease_id) if instance.lease_id else None
