@@ -115,7 +115,11 @@ def validate(params: Mapping[str, Any]) -> Future[dict[str, Any]]:
     facts = _facts(lease)
     what = f"validating {facts['ip']} on chain"
     service = _service(what)
-    item = chain.allocate_item(**facts, expires=chain.unix_seconds(lease.expires_at))
+    try:
+        expires = chain.chain_expiry(service, lease.expires_at)
+    except Exception as exc:
+        raise operation_error(exc, what) from None
+    item = chain.allocate_item(**facts, expires=expires)
 
     def answer(outcome: Outcome) -> dict[str, Any]:
         if not outcome.accepted:
@@ -137,7 +141,11 @@ def record(params: Mapping[str, Any]) -> Future[dict[str, Any]]:
     facts = _facts(lease)
     what = f"recording {facts['ip']} on chain"
     service = _service(what)
-    item = chain.allocate_item(**facts, expires=chain.unix_seconds(lease.expires_at))
+    try:
+        expires = chain.chain_expiry(service, lease.expires_at)
+    except Exception as exc:
+        raise operation_error(exc, what) from None
+    item = chain.allocate_item(**facts, expires=expires)
 
     def answer(outcome: Outcome) -> dict[str, Any]:
         if not outcome.accepted:

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ADDRESS_KEY = "chain.registry_address:"
 MAX_SERVICES = 4  # databases one process talks to at once (tests); the oldest is closed
+EXPIRY_GRACE = 60  # seconds an on-chain lease outlives its database lease (see chain_expiry)
 BATCH_DELAY = 0.005  # seconds a batch waits to fill: small next to a transaction's cost
 
 
@@ -115,6 +117,7 @@ class ChainService:
     validator: ChainBatcher
     stats: BatchStats
     held: _Held = field(default_factory=_Held)
+    clock: tuple[int, float] = (0, float("-inf"))  # (chain timestamp, monotonic time read)
 
     def submit(self, item: AllocateItem | ReleaseItem) -> FlushingFuture:
         """Allocate/release through the batcher; sent at the first wait on any such future."""
@@ -139,6 +142,13 @@ class ChainService:
                 future.set_exception(exc)
                 continue
             inner.add_done_callback(functools.partial(_follow, future))
+
+    def chain_now(self) -> int:
+        """The latest block's timestamp, read at most once a second."""
+        now = time.monotonic()
+        if now - self.clock[1] > 1.0:
+            self.clock = (self.client.block_timestamp(), now)
+        return self.clock[0] + int(now - self.clock[1])
 
     def close(self) -> None:
         self.validator.close()
@@ -321,8 +331,18 @@ def lease_holder(*, subnet: str, client_id: str, lease_id: int) -> bytes:
     return holder_id(f"{subnet}|{client_id}|{lease_id}")
 
 
-def unix_seconds(when: datetime | None) -> int:
-    return int(when.timestamp()) if when is not None else 0
+def chain_expiry(service: ChainService, expires_at: datetime | None) -> int:
+    """The on-chain expiry of a lease that ends at `expires_at` (0: until released).
+
+    Counted on the chain's own clock (the contract compares with block.timestamp, and the
+    embedded chain's clock runs a second ahead with every block), plus a grace period: the
+    process releases an expired lease on chain itself, so the on-chain lapse is only the
+    fallback for a release that could not reach the chain.
+    """
+    if expires_at is None:
+        return 0
+    remaining = max(0, int(expires_at.timestamp() - time.time()))
+    return service.chain_now() + remaining + EXPIRY_GRACE
 
 
 def allocate_item(*, subnet: str, ip: str | int, client_id: str, lease_id: int,

@@ -7,6 +7,7 @@ a chain that cannot be reached ends in the manual-retry inbox, never in a hung i
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +68,10 @@ def test_a_bound_lease_is_on_chain_with_its_own_holder_and_expiry(
     assert holding is not None
     assert holding.holder == chain.lease_holder(subnet=CIDR, client_id="host-a",
                                                 lease_id=bound["id"])
-    assert holding.expires == int(datetime.fromisoformat(bound["expires_at"]).timestamp())
+    # on the chain's clock: the lease's remaining time plus the grace period
+    remaining = datetime.fromisoformat(bound["expires_at"]).timestamp() - time.time()
+    ahead = holding.expires - registry.client.block_timestamp()
+    assert remaining + chain.EXPIRY_GRACE - 10 < ahead <= remaining + chain.EXPIRY_GRACE + 10
     operations = [(j["operation"], j["status"]) for j in jobs_of(client, admin,
                                                                   bound["instance_id"])]
     assert operations == [("ipam.reserve", "done"), ("chain.validate", "done"),
