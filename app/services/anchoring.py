@@ -108,6 +108,15 @@ def anchor_now() -> dict[str, Any]:
     db_last = _db_last_seq()
     if chain_last > db_last:
         _copy_missing(registry, db_last)
+    elif db_last > chain_last:
+        # The contract knows fewer anchors than the database: it is not the contract that
+        # anchored (a node reset, another chain URL, or the embedded chain of another
+        # process). Anchoring here again would start a second, overlapping history.
+        raise AnchorRefused(
+            f"the database has anchors up to row {db_last} but the contract at "
+            f"{registry.address} only up to row {chain_last}: anchor from the process that "
+            "serves this chain (`leaseflow up` owns the embedded chain; use POST "
+            "/api/v1/ledger/anchor there)", code="anchors_not_on_chain")
     head = int(db.session.execute(select(func.max(AuditEntry.seq))).scalar() or 0)
     if head <= chain_last:
         return {"anchored": False, "seq": chain_last, "message": "no new rows since the last "

@@ -33,7 +33,14 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..chain import AllocateItem, ContractNotFound, Outcome, ReleaseItem, holder_id
+from ..chain import (
+    AllocateItem,
+    ChainUnavailable,
+    ContractNotFound,
+    Outcome,
+    ReleaseItem,
+    holder_id,
+)
 from ..chain.batcher import BatchReport, ChainBatcher
 from ..chain.client import ChainClient, Registry
 from ..config import Settings
@@ -233,7 +240,10 @@ def deployed_registry() -> Registry | None:
     if stored is None:
         return None
     client = client_for(settings)
-    code = client.w3.eth.get_code(stored)  # type: ignore[arg-type]
+    try:
+        code = client.w3.eth.get_code(stored)  # type: ignore[arg-type]
+    except Exception as exc:  # a node that is down or not a node: say so, as a ChainError
+        raise ChainUnavailable(f"cannot read {settings.chain_url}: {exc}") from exc
     if len(code) == 0:
         if client.embedded:
             return None

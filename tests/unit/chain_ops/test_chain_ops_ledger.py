@@ -6,6 +6,7 @@ name the tampered row, from the API and from `leaseflow ledger verify` (exit 1).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -241,3 +242,41 @@ def test_a_lease_proof_reaches_the_anchored_root(
     assert main(["ledger", "proof", bound["ip"]]) == 0
     assert '"anchors_source": "chain"' in capsys.readouterr().out
     assert client.get("/api/v1/leases/10.9.0.99/proof", headers=admin).status_code == 404
+
+
+def test_verify_falls_back_to_stored_anchors_when_the_chain_is_down(
+        app: Flask, client: FlaskClient, admin: dict[str, str], ledger_rows: int) -> None:
+    from app.config import Settings
+    from app.services import chain
+    from bench.peers.anvil import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"
+    sql(app, "INSERT INTO settings (key, value) VALUES (:k, :v)",
+        k=chain.ADDRESS_KEY + down, v="0x000000000000000000000000000000000000dEaD")
+    settings: Settings = app.config["LEASEFLOW"]
+    chain.reset()
+    app.config["LEASEFLOW"] = dataclasses.replace(settings, chain_url=down)
+    try:
+        report = client.get("/api/v1/ledger/verify", headers=admin).json
+        assert report["ok"] is True and report["anchors_source"] == "database"
+        assert "could not be read" in report["note"] and report["anchors_checked"] == 2
+        # anchoring needs the chain: a clear 503, not a crash
+        response = client.post("/api/v1/ledger/anchor", headers=admin)
+        assert response.status_code == 503 and response.json["error"] == "chain_unavailable"
+    finally:
+        app.config["LEASEFLOW"] = settings
+
+
+def test_anchoring_refuses_a_contract_that_does_not_know_the_stored_anchors(
+        app: Flask, client: FlaskClient, admin: dict[str, str], ledger_rows: int) -> None:
+    """E.g. `leaseflow ledger anchor` run in another process on the embedded chain."""
+    from app.extensions import db
+    from app.services import chain
+
+    with app.app_context():
+        chain.reset()
+        db.session.execute(text("DELETE FROM settings WHERE key = :k"),
+                           {"k": chain.address_key()})
+        db.session.commit()
+    response = client.post("/api/v1/ledger/anchor", headers=admin)  # deploys a new contract
+    assert response.status_code == 409 and response.json["error"] == "anchors_not_on_chain"
