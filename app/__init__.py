@@ -88,8 +88,13 @@ def create_app(config: dict[str, Any] | None = None, *, start_background: bool =
 def start_transport(app: Flask, *, local_workers: int | None = None) -> None:
     """Install how committed jobs reach workers in this process."""
     from .services import dispatch
+    from .services.intake import Intake
 
     settings: Settings = app.config["LEASEFLOW"]
+    previous = app.extensions.pop("leaseflow_intake", None)
+    if previous is not None:
+        previous.close()
+    app.extensions["leaseflow_intake"] = Intake(app, max_group=settings.batch_size)
     if settings.embedded_broker:
         from workers.jobs import run_jobs
 

@@ -20,7 +20,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..engine import runtime
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, Invalid, LeaseflowError, NotFound
 from ..extensions import db
 from ..ipam.addresses import IpamError, parse_address
 from ..models import HumanTask, ProcessInstance, ServiceJob, utcnow
@@ -145,22 +145,46 @@ def lease_request(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
-    request = lease_request(body)
-    subnet_id = request.pop("_subnet_id")
+    outcome = start_leases([(body, actor)])[0]
+    if isinstance(outcome, LeaseflowError):
+        raise outcome
+    return outcome
+
+
+def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
+                 ) -> list[ProcessInstance | LeaseflowError]:
+    """Start one lease instance per (body, actor); a body that fails its checks gets its
+    error in its place. All rows of the group are inserted together."""
     definition = definitions.active()
-    instance = ProcessInstance(definition_id=definition.id, definition=definition,
-                               state="running", request=request, workflow="",
-                               client_id=request["client_id"], subnet_id=subnet_id)
-    db.session.add(instance)
-    db.session.flush()
-    request = {**request, "instance_id": instance.id}
-    workflow, report = runtime.start(definitions.spec_by_id(definition.id),
-                                     {"lease_request": request})
-    uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
-               payload={"process": f"{definition.key}/v{definition.version}",
-                        "request": request})
-    _persist(instance, workflow, report)
-    return instance
+    spec = definitions.spec_by_id(definition.id)
+    outcomes: list[ProcessInstance | LeaseflowError] = []
+    started: list[tuple[ProcessInstance, dict[str, Any], str]] = []
+    for body, actor in requests:
+        try:
+            request = lease_request(body)
+        except LeaseflowError as exc:
+            outcomes.append(exc)
+            continue
+        subnet_id = request.pop("_subnet_id")
+        instance = ProcessInstance(definition_id=definition.id, definition=definition,
+                                   state="running", request=request, workflow="",
+                                   client_id=request["client_id"], subnet_id=subnet_id)
+        db.session.add(instance)
+        outcomes.append(instance)
+        started.append((instance, request, actor))
+    db.session.flush()  # one INSERT for the group; the ids go into the process data
+    for instance, request, actor in started:
+        request = {**request, "instance_id": instance.id}
+        uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
+                   payload={"process": f"{definition.key}/v{definition.version}",
+                            "request": request})
+        try:
+            workflow, report = runtime.start(spec, {"lease_request": request})
+        except runtime.EngineError as exc:  # e.g. an expression of the diagram failed
+            _fail(instance, exc)
+            continue
+        _persist(instance, workflow, report)
+    return outcomes
 
 
 # --- persisting a step ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import operations
 from ..errors import Conflict, Invalid, LeaseflowError
@@ -132,9 +132,12 @@ def request_lease() -> Response:
         if not 0 <= seconds <= 300:
             raise Invalid("wait must be between 0 and 300 seconds", code="invalid_request",
                           details=[{"field": "wait"}])
-    with unit_of_work():
-        instance = instances.start_lease(data, actor=actor())
-        instance_id = instance.id
+    intake = current_app.extensions.get("leaseflow_intake")
+    if intake is not None:
+        instance_id = intake.submit(data, actor())  # group commit with concurrent requests
+    else:
+        with unit_of_work():
+            instance_id = instances.start_lease(data, actor=actor()).id
     accepted = {"instance_id": instance_id, "state": "pending",
                 "links": {"instance": f"/api/v1/instances/{instance_id}"}}
     if seconds <= 0:
