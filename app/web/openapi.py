@@ -28,6 +28,11 @@ ROUTES: list[tuple[str, str, str, str, dict[str, Any] | None]] = [
     ("get", "/tasks", "viewer", "Human tasks (?state=open)", None),
     ("post", "/tasks/{id}/complete", "operator", "Retry, alternative address or abort",
      {"$ref": "#/components/schemas/TaskCompletion"}),
+    ("get", "/ledger/verify", "viewer", "Recompute the audit hash chain against the anchors",
+     None),
+    ("post", "/ledger/anchor", "admin", "Anchor the ledger's new rows on the chain now", None),
+    ("get", "/leases/{ip}/proof", "viewer", "A lease's ledger rows with their Merkle path",
+     None),
 ]
 
 SCHEMAS: dict[str, Any] = {
@@ -50,8 +55,10 @@ SCHEMAS: dict[str, Any] = {
 
 
 def document() -> dict[str, Any]:
+    from .admin_api import OPENAPI_ROUTES, OPENAPI_SCHEMAS
+
     paths: dict[str, Any] = {}
-    for method, path, role, summary, schema in ROUTES:
+    for method, path, role, summary, schema in [*ROUTES, *OPENAPI_ROUTES]:
         op: dict[str, Any] = {
             "summary": summary, "x-required-role": role,
             "responses": {"200": {"description": "OK"},
@@ -64,7 +71,7 @@ def document() -> dict[str, Any]:
         paths.setdefault("/api/v1" + path, {})[method] = op
     return {"openapi": "3.1.0",
             "info": {"title": "Leaseflow API", "version": "1"},
-            "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "components": {"schemas": {**SCHEMAS, **OPENAPI_SCHEMAS}, "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearer": []}],
             "paths": paths}

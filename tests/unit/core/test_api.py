@@ -127,3 +127,21 @@ def test_search_and_unknown_lease(client: FlaskClient, admin: dict[str, str],
     assert client.get("/api/v1/leases?state=weird", headers=admin).status_code == 422
     assert client.get("/api/v1/leases/10.9.0.99", headers=admin).status_code == 404
     assert client.get("/api/v1/leases/not-an-ip", headers=admin).status_code == 422
+
+
+def test_openapi_lists_every_api_route(app: Any) -> None:
+    """The OpenAPI document and the routes the app serves agree."""
+    import re
+
+    from app.web.openapi import document
+
+    documented = {(m.upper(), p) for p, ops in document()["paths"].items() for m in ops}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/") or rule.rule.endswith("openapi.json"):
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + m.group(1) + "}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            served.add((method, path))
+    normalize = lambda pairs: {(m, re.sub(r"\{\w+\}", "{}", p)) for m, p in pairs}  # noqa: E731
+    assert normalize(served) - normalize(documented) == set()
