@@ -449,9 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except LeaseflowError as exc:
         print(f"leaseflow: {exc.message}", file=sys.stderr)
-        for detail in exc.details:
-            if isinstance(detail, dict) and detail.get("message"):
-                print(f"  {detail.get('element') or detail.get('field') or ''}: "
+        for detail in exc.details:  # e.g. every problem of a BPMN upload, one per line
+            if isinstance(detail, dict) and detail.get("message") not in (None, exc.message):
+                print(f"  {detail.get('element') or detail.get('field') or '-'}: "
                       f"{detail['message']}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
