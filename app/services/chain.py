@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -179,7 +180,9 @@ def _settings() -> Settings:
 
 
 def _key(settings: Settings) -> tuple[Any, ...]:
-    return (current_app.config["SQLALCHEMY_DATABASE_URI"], settings.chain_url,
+    # The pid: a forked child (a prefork worker) inherits the dict but not the batchers'
+    # threads, so it must build its own.
+    return (os.getpid(), current_app.config["SQLALCHEMY_DATABASE_URI"], settings.chain_url,
             settings.chain_private_key, settings.chain_id, settings.chain_confirmations)
 
 
