@@ -280,3 +280,20 @@ def test_anchoring_refuses_a_contract_that_does_not_know_the_stored_anchors(
         db.session.commit()
     response = client.post("/api/v1/ledger/anchor", headers=admin)  # deploys a new contract
     assert response.status_code == 409 and response.json["error"] == "anchors_not_on_chain"
+
+
+def test_cli_anchor_then_verify(app: Flask, client: FlaskClient, admin: dict[str, str],
+                                ledger_rows: int, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    lease(client, admin, "host-cli")
+    monkeypatch.setenv("LEASEFLOW_DATABASE_URL", app.config["SQLALCHEMY_DATABASE_URI"])
+    capsys.readouterr()
+    assert main(["ledger", "anchor"]) == 0
+    out = capsys.readouterr().out
+    assert '"anchored": true' in out and f'"seq_from": {ledger_rows + 1}' in out
+    assert main(["ledger", "anchor"]) == 0
+    assert '"anchored": false' in capsys.readouterr().out
+    assert main(["ledger", "verify"]) == 0
+    assert '"unanchored_rows": 0' in capsys.readouterr().out
