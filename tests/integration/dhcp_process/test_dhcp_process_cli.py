@@ -34,8 +34,7 @@ def test_leaseflow_dhcp_serves_a_real_client(dhcp_network, make_client, tmp_path
     server = leaseflow(server_ns, env, "dhcp", "--interface", server_ns.interface,
                        stdout=subprocess.PIPE, stderr=log)
     try:
-        assert server.stdout is not None
-        ready = server.stdout.readline().decode()
+        ready = read_until(server, "DHCP: ", timeout=60)
         assert ready.startswith(f"DHCP: listening on {server_ns.interface}:67 as 10.77.0.1"), \
             ready + (tmp_path / "dhcp.log").read_text()
         client = make_client("dhclient")
@@ -49,11 +48,10 @@ def test_leaseflow_dhcp_serves_a_real_client(dhcp_network, make_client, tmp_path
         row = next(line for line in listing.stdout.splitlines() if line.startswith(address))
         assert row.split()[1] == "bound"
     finally:
-        server.send_signal(signal.SIGTERM)
-        out, _ = server.communicate(timeout=20)
+        out = stop(server, signal.SIGTERM)
         log.close()
     assert server.returncode == 0, (tmp_path / "dhcp.log").read_text()
-    assert '"acks": 1' in out.decode()
+    assert '"acks": 1' in out
 
 
 def test_leaseflow_dhcp_without_subnets_is_one_clear_error(dhcp_network, tmp_path):
@@ -66,3 +64,75 @@ def test_leaseflow_dhcp_without_subnets_is_one_clear_error(dhcp_network, tmp_pat
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == \
         f"leaseflow: DHCP server on {server_ns.interface}: no subnet to serve"
+
+
+def test_leaseflow_up_with_a_dhcp_interface_serves_clients_and_counts_them(
+        dhcp_network, make_client, tmp_path):
+    server_ns, _ = dhcp_network
+    env = os.environ | {"LEASEFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'lf.db'}",
+                        "LEASEFLOW_BROKER_URL": "memory://", "LEASEFLOW_SECRET_KEY": "t",
+                        "LEASEFLOW_ADMIN_PASSWORD": "t", "LEASEFLOW_API_TOKEN": "t",
+                        "LEASEFLOW_HTTP": "127.0.0.1:8088",  # the namespace's own loopback
+                        "LEASEFLOW_DHCP_INTERFACE": server_ns.interface}
+    for argv in (["db", "upgrade"], ["subnet", "add", "10.77.0.0/24", "--pool",
+                                     "10.77.0.100-10.77.0.110"]):
+        done = subprocess.run([sys.executable, "-m", "app.cli", *argv], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    log = (tmp_path / "up.log").open("wb")
+    up = leaseflow(server_ns, env, "up", stdout=subprocess.PIPE, stderr=log)
+    try:
+        line = read_until(up, "DHCP: ", timeout=60)
+        assert line.startswith(f"DHCP: listening on {server_ns.interface}:67"), \
+            line + (tmp_path / "up.log").read_text()
+        client = make_client("udhcpc")
+        client.start()
+        client.wait_event(["bound"])
+        # /metrics from inside the namespace, where `up` listens.
+        fetch = ("import urllib.request, time\n"
+                 "for _ in range(100):\n"
+                 "    try:\n"
+                 "        print(urllib.request.urlopen('http://127.0.0.1:8088/metrics',"
+                 " timeout=5).read().decode()); break\n"
+                 "    except OSError: time.sleep(0.1)\n")
+        metrics = server_ns.run([sys.executable, "-c", fetch], timeout=60).stdout
+        assert f'leaseflow_dhcp_packets_total{{interface="{server_ns.interface}",' \
+               f'event="acks"}} 1' in metrics, metrics
+        assert 'leaseflow_leases{state="bound"} 1' in metrics
+    finally:
+        stop(up)
+        log.close()
+
+
+def read_until(proc: subprocess.Popen[bytes], prefix: str, timeout: float) -> str:
+    """The first stdout line starting with `prefix` (bounded: a hung start fails the test)."""
+    import selectors
+    import time
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stdout.readline().decode()
+            if not line or line.startswith(prefix):
+                return line
+    return ""
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> str:
+    """Stop `proc` with `sig` (killed if it does not end); what it printed meanwhile.
+
+    `leaseflow up` gets SIGINT: it ends its web server on KeyboardInterrupt, while its
+    SIGTERM handler calls shutdown() from the serving thread itself, which never returns
+    (reported to the lead).
+    """
+    proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+    return (out or b"").decode()
