@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -277,7 +278,10 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stop.wait()
+        # Sleep, not stop.wait(): a handler calling set() while this thread is inside the
+        # Event's own lock would deadlock; a sleeping thread holds no lock.
+        while not stop.is_set():
+            time.sleep(0.2)
     finally:
         stop_server(server)
     print(json.dumps(server.counters.snapshot(), sort_keys=True), flush=True)

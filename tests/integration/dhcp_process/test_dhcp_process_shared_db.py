@@ -1,0 +1,65 @@
+"""Two DHCP servers (two apps, two connection pools, as two processes would have) on one
+real PostgreSQL database: racing clients never get one address twice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from app.dhcp.backend import Binding, Client
+from app.dhcp.config import SubnetConfig
+from app.dhcp.process_backend import ProcessLeaseBackend
+from app.extensions import db
+from app.models import Lease
+from lf_support import make_app
+
+pytestmark = pytest.mark.integration
+
+CIDR = "10.66.0.0/24"
+SUBNET = SubnetConfig(cidr=CIDR, pool=("10.66.0.10", "10.66.0.14"), lease_time=600)
+
+
+@pytest.fixture
+def two_apps(tmp_path: Path, pg_database: str) -> Iterator[tuple[Flask, Flask]]:
+    from app import start_transport
+    from app.services import dispatch, subnets
+    from app.services.uow import unit_of_work
+
+    first = make_app(tmp_path / "a", database_url=pg_database)
+    second = make_app(tmp_path / "b", database_url=pg_database)
+    start_transport(first, local_workers=2)
+    with first.app_context(), unit_of_work():
+        subnets.create({"cidr": CIDR, "pools": ["10.66.0.10-10.66.0.14"]}, actor="test")
+    yield first, second
+    dispatch.install(None)
+    for app in (first, second):
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_two_servers_on_one_postgres_never_hand_out_one_address_twice(two_apps) -> None:
+    backends = [ProcessLeaseBackend(app, patience=30.0) for app in two_apps]
+    clients = [Client(subnet=SUBNET, client_id=bytes((1, 2, 0, 0, 0, 9, n)),
+                      chaddr=bytes((2, 0, 0, 0, 9, n))) for n in range(12)]
+
+    def dora(n: int) -> str | None:
+        # The DISCOVER reaches one server, the REQUEST the other.
+        offer = backends[n % 2].offer(clients[n], None, time.time())
+        if offer is None:
+            return None
+        ack = backends[(n + 1) % 2].commit(clients[n], offer.address, time.time())
+        return ack.address if isinstance(ack, Binding) else None
+
+    with ThreadPoolExecutor(8) as pool:
+        got = [a for a in pool.map(dora, range(len(clients))) if a is not None]
+    assert len(got) == len(set(got)) == 5  # the whole pool, each address once
+    with two_apps[0].app_context():
+        holders = db.session.execute(select(Lease.address, func.count()).where(
+            Lease.state.in_(["offered", "bound"])).group_by(Lease.address)).all()
+    assert len(holders) == 5 and all(n == 1 for _, n in holders)
