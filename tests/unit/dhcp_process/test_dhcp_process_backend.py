@@ -246,3 +246,12 @@ def test_two_servers_on_one_database_never_hand_out_one_address_twice(
         holders = db.session.execute(select(Lease.address, func.count()).where(
             Lease.state.in_(["offered", "bound"])).group_by(Lease.address)).all()
     assert all(n == 1 for _, n in holders) and len(holders) == 5
+
+
+def test_a_released_client_is_offered_its_previous_address(dhcp_app, backend, make_client):
+    client = make_client(13)
+    ack = bind(backend, client)
+    backend.release(client, ack.address, time.time())
+    wait_instance(dhcp_app, client, "completed")
+    offer = backend.offer(client, None, time.time())  # a new DISCOVER, a new instance
+    assert offer is not None and offer.address == ack.address
