@@ -16,6 +16,10 @@ an edge, like an API view: each call opens a unit of work, calls one use case of
 - RELEASE, DECLINE and an offer taken elsewhere are messages (`lease_release`,
   `dhcp_decline`, `dhcp_forget`); the instance frees the address.
 
+By default the server runs the jobs its own step parked (the reservation, the commit) in
+the same transaction, as a worker's run-ahead does: a DORA then needs no worker round trip
+(`run_ahead=False` sends them through the worker queue and waits, as any other edge does).
+
 Several server processes may share one database: two clients never get one address because
 the database's partial unique index refuses a second holder, whoever inserts it.
 """
@@ -54,8 +58,13 @@ class ProcessLeaseBackend:
     """`LeaseBackend` over the lease process; thread-safe (one app context per call)."""
 
     def __init__(self, app: Flask, *, patience: float = DEFAULT_PATIENCE,
-                 offer_lifetime: float = 30.0, actor: str = "dhcp") -> None:
+                 offer_lifetime: float = 30.0, actor: str = "dhcp",
+                 run_ahead: bool = True) -> None:
         self.app = app
+        # run_ahead: the reservation and the commit run in the server's own transaction
+        # (as a worker's run-ahead would), so a DORA needs no worker round trip; off, they
+        # travel through the worker queue and the server waits for them.
+        self.run_ahead = run_ahead
         self.patience = patience
         self.offer_lifetime = offer_lifetime
         self.actor = actor
@@ -76,6 +85,17 @@ class ProcessLeaseBackend:
 
         with unit_of_work():
             return fn(*args, **kwargs)
+
+    def _step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`_change`, then (with `run_ahead`) the jobs it parked, in the same transaction."""
+        from app.services import dhcp
+        from app.services.uow import unit_of_work
+
+        with unit_of_work():
+            result = fn(*args, **kwargs)
+            if self.run_ahead:
+                dhcp.run_parked()
+            return result
 
     def _wait(self, instance_id: int,
               done: Callable[[InstanceView], bool]) -> InstanceView | None:
@@ -133,7 +153,7 @@ class ProcessLeaseBackend:
                     return self._binding(client, lease, client.subnet.lease_time)
                 return self._binding(client, lease)
             if instance_id is None:
-                instance_id = self._change(
+                instance_id = self._step(
                     dhcp.start, subnet=cidr, client_id=cid, hwaddr=_hwaddr(client),
                     hostname=client.hostname, requested_ip=requested,
                     offer_lifetime=self.offer_lifetime, actor=self.actor)
@@ -176,7 +196,7 @@ class ProcessLeaseBackend:
                     return Refusal(reason="address held by another client")
                 instance_id = self._read(dhcp.pending_instance, cidr, cid)
                 if instance_id is None:
-                    instance_id = self._change(
+                    instance_id = self._step(
                         dhcp.start, subnet=cidr, client_id=cid, hwaddr=_hwaddr(client),
                         hostname=client.hostname, requested_ip=address,
                         offer_lifetime=self.offer_lifetime, actor=self.actor)
@@ -193,7 +213,7 @@ class ProcessLeaseBackend:
             if lease.instance_id is None:
                 return Refusal(reason="the offer has no lease process")
             instance_id = lease.instance_id
-            self._change(dhcp.tell, instance_id, "dhcp_request",
+            self._step(dhcp.tell, instance_id, "dhcp_request",
                          {"address": address, "hostname": client.hostname},
                          actor=self.actor)
             view = self._wait(instance_id, lambda v: v.ended or (

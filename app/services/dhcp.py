@@ -178,6 +178,26 @@ def start(*, subnet: str, client_id: str, hwaddr: str | None, hostname: str | No
     return instance.id
 
 
+def run_parked() -> int:
+    """Run now, in this unit of work, the service jobs it parked: the run-ahead a worker
+    does after each batch, here because a DHCP client is waiting for exactly these results
+    (its OFFER needs the reservation, its ACK the commit). Only jobs of the default queue
+    run here; others, and retries waiting out a backoff, still go to the workers. The
+    results are durable only when the caller's unit of work commits, as for a worker.
+    Returns how many jobs ran."""
+    from . import jobs
+
+    pending = uow.pending()
+    mine = [job for job in pending.new_jobs if job.queue == "default"]
+    if not mine:
+        return 0
+    pending.new_jobs[:] = [job for job in pending.new_jobs if job not in mine]
+    pending.keep.extend(mine)
+    db.session.flush()  # the job rows get their ids
+    stats = jobs.run_batch([job.id for job in mine])
+    return stats["done"] + stats["failed"] + stats["retried"]
+
+
 def tell(instance_id: int, name: str, payload: dict[str, Any], *, actor: str) -> bool:
     """Send message `name`; False when the instance has ended or is not waiting for it
     (a retransmitted packet whose first copy already moved the instance on)."""

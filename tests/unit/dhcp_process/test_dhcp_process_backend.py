@@ -65,7 +65,9 @@ def bind(backend: ProcessLeaseBackend, client: Client) -> Binding:
     return ack
 
 
-def test_discover_request_binds_through_the_process(dhcp_app, backend, make_client):
+@pytest.mark.parametrize("run_ahead", [True, False], ids=["run-ahead", "via-worker"])
+def test_discover_request_binds_through_the_process(dhcp_app, make_client, run_ahead):
+    backend = ProcessLeaseBackend(dhcp_app, patience=20.0, run_ahead=run_ahead)
     client = make_client(1)
     ack = bind(backend, client)
     assert ack.lease_time == 600 and ack.client_id == client.client_id
@@ -207,7 +209,7 @@ def test_a_process_not_ready_within_patience_gets_no_reply(dhcp_app, make_client
     from app.services import dispatch
 
     dispatch.install(NoWorker())  # the fixture's teardown uninstalls it
-    backend = ProcessLeaseBackend(dhcp_app, patience=0.3)
+    backend = ProcessLeaseBackend(dhcp_app, patience=0.3, run_ahead=False)
     client = make_client(30)
     assert backend.offer(client, None, time.time()) is None
     # Nothing is lost: the instance waits with its reservation job queued.
@@ -227,8 +229,9 @@ def test_two_servers_on_one_database_never_hand_out_one_address_twice(
     from lf_support import make_app
 
     other_app = make_app(tmp_path)  # same file as dhcp_app (make_app names it per tmp_path)
+    # One server runs the process steps itself, the other through the worker queue.
     backends = [ProcessLeaseBackend(dhcp_app, patience=20.0),
-                ProcessLeaseBackend(other_app, patience=20.0)]
+                ProcessLeaseBackend(other_app, patience=20.0, run_ahead=False)]
     clients = [make_client(40 + n) for n in range(8)]
 
     def dora(n: int) -> str | None:
