@@ -185,7 +185,10 @@ def _serve_web(app: Any, http: str) -> None:
 
     host, _, port = http.rpartition(":")
     server = make_server(host or "127.0.0.1", int(port), app, threaded=True)
-    signal.signal(signal.SIGTERM, lambda *a: server.shutdown())
+    # shutdown() waits for serve_forever() to return, so it must not run on the serving
+    # thread (where the signal handler runs): hand it to a thread of its own.
+    signal.signal(signal.SIGTERM,
+                  lambda *a: threading.Thread(target=server.shutdown, daemon=True).start())
     server.serve_forever()
 
 

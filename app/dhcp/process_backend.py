@@ -104,31 +104,13 @@ class ProcessLeaseBackend:
         from app.services.dispatch import WAITERS
 
         seen: list[InstanceView] = []
-        missed = [False]
-        # WAITERS.wait reads its change counter after check() returns, so a change landing
-        # while check() reads the database would only be noticed at its next 0.5 s poll,
-        # a quarter of a client's patience. check() therefore notes the counter itself and
-        # ends the wait early when it moved; the loop then checks again at once. (Reported
-        # to the lead: reading the counter before check() in Waiters.wait fixes it there.)
-        generations = getattr(WAITERS, "_generation", {})
 
         def check() -> bool:
-            before = generations.get(instance_id)
             view = self._read(dhcp.observe, instance_id)
             seen[:] = [view]
-            if done(view):
-                return True
-            missed[0] = generations.get(instance_id) != before
-            return missed[0]
+            return done(view)
 
-        deadline = time.monotonic() + self.patience
-        while True:
-            missed[0] = False
-            remaining = deadline - time.monotonic()
-            if WAITERS.wait(instance_id, check, max(remaining, 0.0)) and not missed[0]:
-                break
-            if remaining <= 0:
-                break
+        WAITERS.wait(instance_id, check, self.patience)
         return seen[0] if seen else None
 
     @staticmethod

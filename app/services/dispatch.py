@@ -31,11 +31,12 @@ class Transport(Protocol):
 
 
 class Waiters:
-    """Threads waiting for a change of some instance (the `?wait=` of the API)."""
+    """Threads waiting for a change of some instance (the `?wait=` of the API, DHCP)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._generation: dict[int, int] = {}
+        self._generation: dict[int, int] = {}  # change counter per watched instance
+        self._watchers: dict[int, int] = {}  # how many threads watch it
 
     def changed(self, instance_ids: Iterable[int]) -> None:
         with self._cond:
@@ -51,10 +52,11 @@ class Waiters:
         deadline = time.monotonic() + timeout
         with self._cond:
             self._generation.setdefault(instance_id, 0)
+            self._watchers[instance_id] = self._watchers.get(instance_id, 0) + 1
         try:
             while True:
                 with self._cond:  # read before checking, so no change slips in between
-                    seen = self._generation.get(instance_id, 0)
+                    seen = self._generation[instance_id]
                 if check():
                     return True
                 remaining = deadline - time.monotonic()
@@ -62,11 +64,14 @@ class Waiters:
                     return False
                 with self._cond:
                     self._cond.wait_for(
-                        lambda seen=seen: self._generation.get(instance_id, 0) != seen,
+                        lambda seen=seen: self._generation[instance_id] != seen,
                         timeout=min(remaining, 0.5))
         finally:
             with self._cond:
-                self._generation.pop(instance_id, None)
+                self._watchers[instance_id] -= 1
+                if not self._watchers[instance_id]:  # the last watcher forgets it
+                    del self._watchers[instance_id]
+                    del self._generation[instance_id]
 
 
 WAITERS = Waiters()
