@@ -174,7 +174,7 @@ def start(*, subnet: str, client_id: str, hwaddr: str | None, hostname: str | No
                payload={"process": f"{definition.key}/v{definition.version}",
                         "request": request})
     # The same persistence as every other start: outbox jobs, timers, the instance state.
-    instances._persist(instance, workflow, report)
+    instances.persist_step(instance, workflow, report)
     return instance.id
 
 

@@ -183,14 +183,14 @@ def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
         except runtime.EngineError as exc:  # e.g. an expression of the diagram failed
             _fail(instance, exc)
             continue
-        _persist(instance, workflow, report)
+        persist_step(instance, workflow, report)
     return outcomes
 
 
 # --- persisting a step ---------------------------------------------------------------------
 
 
-def _persist(instance: ProcessInstance, workflow: Any, report: runtime.StepReport) -> None:
+def persist_step(instance: ProcessInstance, workflow: Any, report: runtime.StepReport) -> None:
     # The workflow itself is serialized once, when the unit of work ends (flush_workflows),
     # however many steps it took in this transaction.
     uow.pending().workflows[instance.id] = (instance, workflow)
@@ -282,7 +282,7 @@ def resume_with_result(instance: ProcessInstance, job: ServiceJob,
     if job.operation == "ipam.reserve" and isinstance(result.get("lease_id"), int):
         uow.pending().instance_changes.setdefault(instance.id, {})["lease_id"] = \
             result["lease_id"]
-    _persist(instance, workflow, report)
+    persist_step(instance, workflow, report)
 
 
 def resume_with_error(instance: ProcessInstance, job: ServiceJob, *, code: str, message: str,
@@ -299,7 +299,7 @@ def resume_with_error(instance: ProcessInstance, job: ServiceJob, *, code: str, 
     except runtime.EngineError as exc:
         _fail(instance, exc)
         return
-    _persist(instance, workflow, report)
+    persist_step(instance, workflow, report)
 
 
 def backoff_seconds(job: ServiceJob) -> float:
@@ -326,7 +326,7 @@ def send_message(instance_id: int, name: str, payload: Mapping[str, Any], *,
         return instance
     uow.record(kind=f"instance.message.{name}", subject=f"instance/{instance.id}",
                actor=actor, payload=dict(payload))
-    _persist(instance, workflow, report)
+    persist_step(instance, workflow, report)
     return instance
 
 
@@ -340,7 +340,7 @@ def wake(instance_id: int) -> None:
     except runtime.EngineError as exc:
         _fail(instance, exc)
         return
-    _persist(instance, workflow, report)
+    persist_step(instance, workflow, report)
 
 
 def due_for_wake(limit: int = 500) -> list[int]:
@@ -383,7 +383,7 @@ def complete_task(task_id: int, *, action: Any, comment: Any, user: str) -> Huma
                payload={"task": task.task_name, "action": action, "comment": comment,
                         "before": "open", "after": "completed"})
     if report is not None:
-        _persist(instance, workflow, report)
+        persist_step(instance, workflow, report)
     return task
 
 

@@ -168,7 +168,7 @@ def migrate(key: str, from_version: int, to_version: int, *, actor: str) -> Proc
         tasks_before = _ids_of(HumanTask, instance_id)
         instance.definition = target
         # The same bookkeeping as any engine step: workflow, jobs, inbox tasks, next wake-up.
-        instances._persist(instance, workflow, report)
+        instances.persist_step(instance, workflow, report)
         db.session.flush()
         item.created_jobs = sorted(_ids_of(ServiceJob, instance_id) - jobs_before)
         item.created_tasks = sorted(_ids_of(HumanTask, instance_id) - tasks_before)
