@@ -105,21 +105,26 @@ def _refused(outcome: Outcome, ip: str, what: str) -> BusinessError:
                          code=f"chain_{outcome.reason.name.lower()}", details={"ip": ip})
 
 
+def _allocation(params: Mapping[str, Any], doing: str) -> tuple[dict[str, Any], Any, Any, str]:
+    """The lease's registry item (with its on-chain expiry), the service, and a label."""
+    lease = _lease(params)
+    facts = _facts(lease)
+    what = f"{doing} {facts['ip']} on chain"
+    service = _service(what)
+    try:
+        expires = chain.chain_expiry(service, lease.expires_at)
+    except Exception as exc:
+        raise operation_error(exc, what) from None
+    return facts, service, chain.allocate_item(**facts, expires=expires), what
+
+
 @register("chain.validate",
           description="Ask the lease registry contract whether it would accept this lease "
                       "(a read, no transaction)",
           params={"lease_id": "int"}, required={"lease_id"},
           errors=("address_taken_on_chain", "chain_reverted", "unknown_lease"))
 def validate(params: Mapping[str, Any]) -> Future[dict[str, Any]]:
-    lease = _lease(params)
-    facts = _facts(lease)
-    what = f"validating {facts['ip']} on chain"
-    service = _service(what)
-    try:
-        expires = chain.chain_expiry(service, lease.expires_at)
-    except Exception as exc:
-        raise operation_error(exc, what) from None
-    item = chain.allocate_item(**facts, expires=expires)
+    facts, service, item, what = _allocation(params, "validating")
 
     def answer(outcome: Outcome) -> dict[str, Any]:
         if not outcome.accepted:
@@ -137,15 +142,7 @@ def validate(params: Mapping[str, Any]) -> Future[dict[str, Any]]:
           params={"lease_id": "int"}, required={"lease_id"},
           errors=("address_taken_on_chain", "chain_reverted", "unknown_lease"))
 def record(params: Mapping[str, Any]) -> Future[dict[str, Any]]:
-    lease = _lease(params)
-    facts = _facts(lease)
-    what = f"recording {facts['ip']} on chain"
-    service = _service(what)
-    try:
-        expires = chain.chain_expiry(service, lease.expires_at)
-    except Exception as exc:
-        raise operation_error(exc, what) from None
-    item = chain.allocate_item(**facts, expires=expires)
+    facts, service, item, what = _allocation(params, "recording")
 
     def answer(outcome: Outcome) -> dict[str, Any]:
         if not outcome.accepted:
