@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from bench.peers.netns import Namespace
 
@@ -293,3 +294,24 @@ def running(client: DhcpClient) -> Iterator[DhcpClient]:
         yield client
     finally:
         client.stop()
+
+
+KINDS: dict[str, type[DhcpClient]] = {"dhclient": Dhclient, "udhcpc": Udhcpc, "dhcpcd": Dhcpcd}
+
+
+@contextlib.contextmanager
+def client_factory(namespace: Namespace, workdir: Path) -> Iterator[Any]:
+    """`make(kind)` starts nothing yet: it builds a client of that kind in `namespace`, with
+    its own files under `workdir`; every client made is stopped on exit."""
+    clients: list[DhcpClient] = []
+
+    def make(kind: str) -> DhcpClient:
+        client = KINDS[kind](namespace, workdir / f"{kind}-{len(clients)}")
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.stop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.peers.clients import ClientMissing, Dhclient, Dhcpcd, DhcpClient, Udhcpc
+from bench.peers.clients import ClientMissing, DhcpClient, client_factory
 from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
 
 REPO = Path(__file__).resolve().parents[3]
@@ -110,19 +110,11 @@ def dhcp_server(start_server) -> ServerProcess:
 @pytest.fixture
 def make_client(dhcp_network, tmp_path) -> Iterator[Callable[[str], DhcpClient]]:
     """A real client of the given kind in the client namespace; stopped on teardown."""
-    clients: list[DhcpClient] = []
-    kinds = {"dhclient": Dhclient, "udhcpc": Udhcpc, "dhcpcd": Dhcpcd}
+    with client_factory(dhcp_network[1], tmp_path) as build:
+        def make(kind: str) -> DhcpClient:
+            try:
+                return build(kind)  # type: ignore[no-any-return]
+            except ClientMissing as exc:
+                pytest.fail(str(exc))
 
-    def make(kind: str) -> DhcpClient:
-        try:
-            client = kinds[kind](dhcp_network[1], tmp_path / f"{kind}-{len(clients)}")
-        except ClientMissing as exc:
-            pytest.fail(str(exc))
-        clients.append(client)
-        return client
-
-    try:
         yield make
-    finally:
-        for client in clients:
-            client.stop()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from bench.peers.clients import ClientMissing, Dhclient, Dhcpcd, DhcpClient, Udhcpc
+from bench.peers.clients import ClientMissing, DhcpClient, client_factory
 from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
 
 SERVER_ADDRESS = "10.77.0.1/24"
@@ -118,19 +118,11 @@ def start_server(app: Flask, dhcp_network) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def make_client(dhcp_network, tmp_path: Path) -> Iterator[Callable[[str], DhcpClient]]:
-    clients: list[DhcpClient] = []
-    kinds = {"dhclient": Dhclient, "udhcpc": Udhcpc, "dhcpcd": Dhcpcd}
+    with client_factory(dhcp_network[1], tmp_path) as build:
+        def make(kind: str) -> DhcpClient:
+            try:
+                return build(kind)  # type: ignore[no-any-return]
+            except ClientMissing as exc:
+                pytest.fail(str(exc))
 
-    def make(kind: str) -> DhcpClient:
-        try:
-            client = kinds[kind](dhcp_network[1], tmp_path / f"{kind}-{len(clients)}")
-        except ClientMissing as exc:
-            pytest.fail(str(exc))
-        clients.append(client)
-        return client
-
-    try:
         yield make
-    finally:
-        for client in clients:
-            client.stop()
