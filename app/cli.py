@@ -407,7 +407,8 @@ def parser() -> argparse.ArgumentParser:
     ct = sub.add_parser("contract").add_subparsers(dest="contract_command", required=True)
     ct.add_parser("build").set_defaults(func=cmd_contract_build)
     b = sub.add_parser("bench", help="benchmarks (bench/)")
-    b.add_argument("name", choices=["pipeline", "engine", "chain", "dhcp", "dhcp_codec"])
+    b.add_argument("name", choices=["pipeline", "engine", "chain", "dhcp", "dhcp_codec",
+                                      "dhcp_process"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     return p
