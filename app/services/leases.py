@@ -79,10 +79,11 @@ def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None
             requested = parse_address(requested_ip, field="requested_ip")
         except IpamError as exc:
             raise BusinessError(str(exc), code="invalid_address") from None
+    now = utcnow()
     values = {"subnet_id": target.id, "state": LeaseState.OFFERED.value, "client_id": client_id,
               "instance_id": instance_id, "hostname": hostname, "owner": owner,
-              "hwaddr": hwaddr, "created_at": utcnow(), "updated_at": utcnow(),
-              "expires_at": utcnow() + timedelta(seconds=target.lease_time)}
+              "hwaddr": hwaddr, "created_at": now, "updated_at": now,
+              "expires_at": now + timedelta(seconds=target.lease_time)}
     tried: set[int] = set(avoided)
     first = preferred(pool, current=None, previous=previous, requested=requested)
     for address in [a for a in first if a not in tried] + random_probes(pool, PROBES, _rng):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,6 @@ from ..ipam.addresses import (
     IpamError,
     check_no_overlap,
     check_pools_disjoint,
-    int_to_ip,
     parse_address,
     parse_network,
     parse_pool,
@@ -26,7 +24,6 @@ from ..models import Lease, Subnet
 from . import uow
 
 _pool_cache: dict[tuple[int, str], Pool] = {}
-rng = random.SystemRandom()
 
 
 def _invalid(exc: IpamError) -> Invalid:
@@ -191,6 +188,3 @@ def describe(subnet: Subnet, *, with_usage: bool = False) -> dict[str, Any]:
 def all_subnets() -> list[Subnet]:
     return list(db.session.execute(select(Subnet).order_by(Subnet.id)).scalars())
 
-
-__all__ = ["create", "update", "delete", "get", "by_cidr", "resolve", "pool_of", "describe",
-           "utilization", "all_subnets", "int_to_ip"]

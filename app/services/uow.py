@@ -22,7 +22,6 @@ class Pending:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[int] = field(default_factory=list)
     instances: set[int] = field(default_factory=set)
-    leases: set[str] = field(default_factory=set)
     workflows: dict[int, tuple[Any, Any]] = field(default_factory=dict)  # id -> (row, workflow)
     new_jobs: list[Any] = field(default_factory=list)  # job rows parked here (strong refs)
     instance_changes: dict[int, dict[str, Any]] = field(default_factory=dict)

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench.peers.clients import ClientMissing, DhcpClient, client_factory
-from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
+from bench.peers.netns import Namespace
 
 REPO = Path(__file__).resolve().parents[3]
 SERVER_ADDRESS = "10.77.0.1/24"
@@ -78,15 +77,6 @@ class ServerProcess:
 
 
 @pytest.fixture
-def dhcp_network() -> Iterator[tuple[Namespace, Namespace]]:
-    try:
-        with veth_pair(SERVER_ADDRESS) as pair:
-            yield pair
-    except NetnsUnavailable as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture
 def start_server(dhcp_network, tmp_path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
@@ -105,16 +95,3 @@ def start_server(dhcp_network, tmp_path) -> Iterator[Callable[..., ServerProcess
 @pytest.fixture
 def dhcp_server(start_server) -> ServerProcess:
     return start_server("--lease-time", "600")
-
-
-@pytest.fixture
-def make_client(dhcp_network, tmp_path) -> Iterator[Callable[[str], DhcpClient]]:
-    """A real client of the given kind in the client namespace; stopped on teardown."""
-    with client_factory(dhcp_network[1], tmp_path) as build:
-        def make(kind: str) -> DhcpClient:
-            try:
-                return build(kind)  # type: ignore[no-any-return]
-            except ClientMissing as exc:
-                pytest.fail(str(exc))
-
-        yield make

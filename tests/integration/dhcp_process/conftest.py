@@ -13,14 +13,12 @@ import ctypes
 import os
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from bench.peers.clients import ClientMissing, DhcpClient, client_factory
-from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
+from bench.peers.netns import Namespace
 
 SERVER_ADDRESS = "10.77.0.1/24"
 SUBNET = "10.77.0.0/24"
@@ -54,15 +52,6 @@ def socket_in(ns: Namespace, port: int = 67) -> Any:
     if failed:
         raise failed[0]
     return made[0]
-
-
-@pytest.fixture
-def dhcp_network() -> Iterator[tuple[Namespace, Namespace]]:
-    try:
-        with veth_pair(SERVER_ADDRESS) as pair:
-            yield pair
-    except NetnsUnavailable as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -114,15 +103,3 @@ def start_server(app: Flask, dhcp_network) -> Iterator[Callable[..., Any]]:
             stop_server(server)
         for sock in sockets:  # given to the servers, so ours to close
             sock.close()
-
-
-@pytest.fixture
-def make_client(dhcp_network, tmp_path: Path) -> Iterator[Callable[[str], DhcpClient]]:
-    with client_factory(dhcp_network[1], tmp_path) as build:
-        def make(kind: str) -> DhcpClient:
-            try:
-                return build(kind)  # type: ignore[no-any-return]
-            except ClientMissing as exc:
-                pytest.fail(str(exc))
-
-        yield make
