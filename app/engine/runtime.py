@@ -82,10 +82,27 @@ class LeaseflowParser(SpiffBpmnParser):  # type: ignore[misc]
     }
 
 
+class LeaseflowWorkflow(BpmnWorkflow):  # type: ignore[misc]
+    """BpmnWorkflow whose state-only task queries read the task table instead of walking the
+    tree. The engine loop asks "which tasks are READY/WAITING/STARTED" several times per step;
+    walking ~40 tasks each time was a third of a lease's engine cost. Queries with other
+    filters, or on workflows with subprocesses, take SpiffWorkflow's own iterator."""
+
+    def get_tasks(self, first_task: Any = None, **kwargs: Any) -> list[Any]:
+        if first_task is None and not self.subprocesses and kwargs.keys() == {"state"}:
+            state = kwargs["state"]
+            return [task for task in self.tasks.values() if task.state & state]
+        return super().get_tasks(first_task, **kwargs)  # type: ignore[no-any-return]
+
+
 class CompactWorkflowConverter(BpmnWorkflowConverter):  # type: ignore[misc]
     """Serializes a workflow without its spec; restores it with the cached spec."""
 
     local = threading.local()
+
+    def __init__(self, target_class: type, registry: Any, typename: str | None = None) -> None:
+        # Stored states name the class "BpmnWorkflow", as they did before the subclass.
+        super().__init__(target_class, registry, typename="BpmnWorkflow")
 
     def to_dict(self, workflow: BpmnWorkflow) -> dict[str, Any]:
         # Like BpmnWorkflowConverter.to_dict, minus the spec (cached per definition).
@@ -107,7 +124,7 @@ class CompactWorkflowConverter(BpmnWorkflowConverter):  # type: ignore[misc]
 
 _config = dict(SPIFF_CONFIG)
 _config[ParkedServiceTask] = ServiceTaskConverter
-_config[BpmnWorkflow] = CompactWorkflowConverter
+_config[LeaseflowWorkflow] = CompactWorkflowConverter
 SERIALIZER = BpmnWorkflowSerializer(BpmnWorkflowSerializer.configure(_config))
 SCRIPT_ENGINE = SandboxScriptEngine()
 
@@ -216,7 +233,7 @@ def _executable_process(parser: Any, keys: list[str]) -> str:
 
 
 def start(spec: ProcessSpec, data: Mapping[str, Any]) -> tuple[BpmnWorkflow, StepReport]:
-    workflow = BpmnWorkflow(spec.spec, spec.subprocess_specs, script_engine=SCRIPT_ENGINE)
+    workflow = LeaseflowWorkflow(spec.spec, spec.subprocess_specs, script_engine=SCRIPT_ENGINE)
     workflow.get_tasks(state=TaskState.READY)[0].data.update(dict(data))
     return workflow, _step(workflow)
 

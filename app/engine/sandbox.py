@@ -403,7 +403,11 @@ class _Interpreter:
         self.deadline = time.monotonic() + limits.max_seconds
         self.next_clock_check = 1024
         self.locals: list[dict[str, Any]] = []  # comprehension scopes, innermost last
-        self.builtins = self._make_builtins()
+
+    @functools.cached_property
+    def builtins(self) -> dict[str, _Builtin]:
+        # Built on first use: most expressions of a diagram only read data.
+        return self._make_builtins()
 
     # -- budgets --
 
@@ -494,7 +498,7 @@ class _Interpreter:
             return self.scope[name]
         if name in self.helpers:
             return self.helpers[name]
-        if name in self.builtins:
+        if name in SAFE_BUILTIN_NAMES and name in self.builtins:
             return self.builtins[name]
         self.fail(f"name '{name}' is not defined")
 
