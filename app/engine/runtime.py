@@ -122,6 +122,23 @@ class CompactWorkflowConverter(BpmnWorkflowConverter):  # type: ignore[misc]
         return workflow
 
 
+def _memoized_state_names() -> None:
+    """SpiffWorkflow logs every task state change with extras it builds eagerly, calling
+    `TaskState.get_name`, which builds a dict of all names per call: a millisecond of a
+    lease's engine time. The name of a state value never changes, so remember it."""
+    names: dict[int, str] = {}
+    original = TaskState.get_name.__func__
+
+    def get_name(cls: type, state: int) -> str:
+        name = names.get(state)
+        if name is None:
+            name = names[state] = original(cls, state)
+        return name
+
+    TaskState.get_name = classmethod(get_name)
+
+
+_memoized_state_names()
 _config = dict(SPIFF_CONFIG)
 _config[ParkedServiceTask] = ServiceTaskConverter
 _config[LeaseflowWorkflow] = CompactWorkflowConverter

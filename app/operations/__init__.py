@@ -8,14 +8,17 @@ with backoff by the job runner: a peer down, a timeout).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # A handler answers a result object, or a Future of one when its work is batched with other
 # jobs' (the runner starts every job of a batch first, then waits for the futures).
 Handler = Callable[[Mapping[str, Any]], "dict[str, Any] | Future[dict[str, Any]]"]
+# A batch handler does the work of many jobs of one operation at once (one statement for a
+# batch of reservations), answering each job's result or error in its place.
+BatchHandler = Callable[[Sequence[Mapping[str, Any]]], "list[dict[str, Any] | OperationError]"]
 PARAM_TYPES = ("str", "int", "float", "bool", "dict", "list", "any")
 
 
@@ -50,6 +53,7 @@ class Operation:
     # retry is idempotent): the runner then spares the two SAVEPOINT statements per job.
     savepoint: bool = True
     errors: tuple[str, ...] = field(default=())  # business error codes it may raise
+    batch: BatchHandler | None = None  # only for savepoint=False operations
 
     def __post_init__(self) -> None:
         for name, kind in self.params.items():
@@ -81,6 +85,17 @@ def register(name: str, *, description: str, params: Mapping[str, str],
         REGISTRY[name] = Operation(name=name, description=description, params=dict(params),
                                    required=frozenset(required), handler=handler, queue=queue,
                                    errors=errors, savepoint=savepoint)
+        return handler
+    return wrap
+
+
+def register_batch(name: str) -> Callable[[BatchHandler], BatchHandler]:
+    """Give a registered operation a batch handler; the runner uses it for several jobs."""
+    def wrap(handler: BatchHandler) -> BatchHandler:
+        operation = REGISTRY[name]
+        if operation.savepoint:
+            raise ValueError(f"{name}: a batch cannot run each job in its own savepoint")
+        REGISTRY[name] = replace(operation, batch=handler)
         return handler
     return wrap
 

@@ -7,8 +7,10 @@ wire, so the binding is also written into Kea through its control agent (`lease4
 an address Kea already leases to someone else is the business error `address_taken` (the
 process's error path at once), an unreachable Kea is transient (retried with backoff).
 
-The database row changes first, inside the job's savepoint: if Kea then refuses, the
-savepoint rolls the row back, so the two never disagree about a committed lease.
+With Kea, the database row changes first, inside a savepoint: if Kea then refuses, the
+savepoint rolls the row back, so the two never disagree about a committed lease. With the
+builtin server there is nothing after the row change to fail, and `leases.commit` checks
+before it changes anything, so the job needs no savepoint (two statements fewer per lease).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from flask import current_app
 
 from ..dhcp.kea import KeaClient, KeaCommandError, KeaUnavailable, LeaseConflict
+from ..extensions import db
 from ..ipam.addresses import int_to_ip
 from ..models import Lease
 from ..services import leases
@@ -68,14 +71,18 @@ def _push(kea: KeaClient, lease: Lease) -> None:
 
 
 @register("dhcp.commit", description="Bind a reserved lease in the DHCP server",
-          params={"lease_id": "int"}, required={"lease_id"},
+          params={"lease_id": "int"}, required={"lease_id"}, savepoint=False,
           errors=("unknown_lease", "lease_not_offered", "address_taken", "kea_refused",
                   "kea_not_configured"))
 def commit(params: Mapping[str, Any]) -> dict[str, Any]:
-    lease = leases.commit(_params(params, "lease_id", int))
+    lease_id = _params(params, "lease_id", int)
     kea = _kea()
-    if kea is not None:
-        _push(kea, lease)
+    if kea is None:
+        lease = leases.commit(lease_id)
+    else:
+        with db.session.begin_nested():  # Kea's refusal rolls the row change back
+            lease = leases.commit(lease_id)
+            _push(kea, lease)
     return {"lease_id": lease.id, "ip": int_to_ip(lease.address), "state": lease.state,
             "expires_at": lease.expires_at.isoformat() if lease.expires_at else None}
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import LeaseflowError
 from ..ipam.addresses import int_to_ip
 from ..services import leases
-from . import BusinessError, register
+from . import BusinessError, OperationError, register, register_batch
 
 
 def _params(params: Mapping[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
@@ -29,19 +28,35 @@ def _params(params: Mapping[str, Any], name: str, kind: type, *, required: bool 
           required={"subnet", "client_id"}, savepoint=False,  # idempotent per instance
           errors=("pool_exhausted", "unknown_subnet", "client_has_lease", "invalid_address"))
 def reserve(params: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        lease = leases.reserve(
-            subnet=_params(params, "subnet", str), client_id=_params(params, "client_id", str),
-            instance_id=_params(params, "instance_id", int, required=False),
-            hostname=_params(params, "hostname", str, required=False),
-            owner=_params(params, "owner", str, required=False),
-            hwaddr=_params(params, "hwaddr", str, required=False),
-            requested_ip=_params(params, "requested_ip", str, required=False),
-            avoid=_params(params, "avoid", list, required=False) or ())
-    except LeaseflowError as exc:  # unknown subnet and the like: refuse, do not retry
-        raise BusinessError(exc.message, code=exc.code) from None
-    return {"lease_id": lease.id, "ip": int_to_ip(lease.address), "subnet": lease.subnet.cidr,
-            "client_id": lease.client_id}
+    outcome = reserve_many([params])[0]
+    if isinstance(outcome, OperationError):
+        raise outcome
+    return outcome
+
+
+@register_batch("ipam.reserve")
+def reserve_many(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | OperationError]:
+    outcomes: list[dict[str, Any] | OperationError | None] = [None] * len(batch)
+    asks: list[tuple[int, leases.Ask]] = []
+    for i, params in enumerate(batch):
+        try:
+            asks.append((i, leases.Ask(
+                subnet=_params(params, "subnet", str),
+                client_id=_params(params, "client_id", str),
+                instance_id=_params(params, "instance_id", int, required=False),
+                hostname=_params(params, "hostname", str, required=False),
+                owner=_params(params, "owner", str, required=False),
+                hwaddr=_params(params, "hwaddr", str, required=False),
+                requested_ip=_params(params, "requested_ip", str, required=False),
+                avoid=tuple(_params(params, "avoid", list, required=False) or ()))))
+        except OperationError as exc:
+            outcomes[i] = exc
+    for (i, _), lease in zip(asks, leases.reserve_many([ask for _, ask in asks]),
+                             strict=True):
+        outcomes[i] = lease if isinstance(lease, OperationError) else {
+            "lease_id": lease.id, "ip": int_to_ip(lease.address),
+            "subnet": lease.subnet.cidr, "client_id": lease.client_id}
+    return outcomes  # type: ignore[return-value]
 
 
 @register("ipam.release", description="Give a lease's address back (release, expire, abandon)",

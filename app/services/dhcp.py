@@ -193,6 +193,7 @@ def run_parked() -> int:
         return 0
     pending.new_jobs[:] = [job for job in pending.new_jobs if job not in mine]
     pending.keep.extend(mine)
+    db.session.add_all(mine)
     db.session.flush()  # the job rows get their ids
     stats = jobs.run_batch([job.id for job in mine])
     return stats["done"] + stats["failed"] + stats["retried"]

@@ -29,6 +29,7 @@ from . import definitions, subnets, uow
 log = logging.getLogger(__name__)
 FINAL = frozenset({"completed", "refused", "aborted", "failed"})
 ACTIONS = ("retry", "alternative", "abort")
+START = "engine.start"  # the outbox job that runs an accepted instance from its start event
 _jitter = random.Random()
 
 # Restoring a workflow costs more than stepping it; keep recent ones, keyed by row version.
@@ -153,10 +154,17 @@ def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
 
 def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
                  ) -> list[ProcessInstance | LeaseflowError]:
-    """Start one lease instance per (body, actor); a body that fails its checks gets its
-    error in its place. All rows of the group are inserted together."""
+    """Accept one lease instance per (body, actor); a body that fails its checks gets its
+    error in its place.
+
+    The start event is an asynchronous continuation (Camunda's asyncBefore): this
+    transaction stores each instance with its request and an `engine.start` job in the
+    outbox, and a worker runs the engine from the start event on (`begin`). The request
+    path stays short, and a lease's first engine steps, its reservation and its commit run
+    in one worker transaction with one save of the workflow.
+    """
     definition = definitions.active()
-    spec = definitions.spec_by_id(definition.id)
+    definitions.spec_by_id(definition.id)  # a definition that does not parse fails here
     outcomes: list[ProcessInstance | LeaseflowError] = []
     started: list[tuple[ProcessInstance, dict[str, Any], str]] = []
     for body, actor in requests:
@@ -172,19 +180,36 @@ def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
         db.session.add(instance)
         outcomes.append(instance)
         started.append((instance, request, actor))
-    db.session.flush()  # one INSERT for the group; the ids go into the process data
+    if not started:
+        return outcomes
+    db.session.flush()  # one INSERT for the group; the ids go into the jobs and the ledger
+    now = utcnow()
+    deadline = now + timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
+    pending = uow.pending()
     for instance, request, actor in started:
-        request = {**request, "instance_id": instance.id}
         uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
                    payload={"process": f"{definition.key}/v{definition.version}",
-                            "request": request})
-        try:
-            workflow, report = runtime.start(spec, {"lease_request": request})
-        except runtime.EngineError as exc:  # e.g. an expression of the diagram failed
-            _fail(instance, exc)
-            continue
-        persist_step(instance, workflow, report)
+                            "request": {**request, "instance_id": instance.id}})
+        pending.new_jobs.append(ServiceJob(
+            instance_id=instance.id, task_id=START, task_name=START, operation=START,
+            params={}, attempt=1, max_attempts=1, backoff_base=0, status="queued",
+            queue="default", not_before=now, deadline=deadline))
     return outcomes
+
+
+def begin(instance: ProcessInstance) -> None:
+    """Run the engine from the start event (the `engine.start` job); once only."""
+    if current_state(instance) in FINAL or instance.workflow or \
+            instance.id in uow.pending().workflows:
+        return  # a second delivery of the start job: the instance has started already
+    request = {**dict(instance.request or {}), "instance_id": instance.id}
+    try:
+        workflow, report = runtime.start(definitions.spec_by_id(instance.definition_id),
+                                         {"lease_request": request})
+    except runtime.EngineError as exc:  # e.g. an expression of the diagram failed
+        _fail(instance, exc)
+        return
+    persist_step(instance, workflow, report)
 
 
 # --- persisting a step ---------------------------------------------------------------------
@@ -209,8 +234,8 @@ def persist_step(instance: ProcessInstance, workflow: Any, report: runtime.StepR
             operation=parked.operation, params=parked.params, attempt=1,
             max_attempts=(parked.retries or 0) + 1, backoff_base=parked.backoff_base or 0,
             status="queued", queue=queue, not_before=now, deadline=now + timeout))
-    if jobs:
-        db.session.add_all(jobs)  # inserted at the next flush; ids are read after it
+    # The jobs join the session when the unit of work ends (flush_workflows); a job that
+    # runs ahead in this transaction is inserted once, already finished.
     for task in report.user_tasks:
         exists = db.session.execute(select(HumanTask.id).where(
             HumanTask.instance_id == instance.id, HumanTask.task_id == task.task_id,
@@ -243,6 +268,7 @@ def flush_workflows(pending: uow.Pending) -> None:
         instance.workflow = runtime.serialize(workflow)
         for name, value in pending.instance_changes.get(instance.id, {}).items():
             setattr(instance, name, value)
+    db.session.add_all(pending.new_jobs)
     db.session.flush()
     pending.jobs.extend(job.id for job in pending.new_jobs)
     pending.new_jobs.clear()

@@ -85,21 +85,27 @@ def _ahead(pending: uow.Pending, locked: dict[int, Any], now: Any) -> list[Servi
     if ahead:
         taken = {id(job) for job in ahead}
         pending.new_jobs[:] = [job for job in pending.new_jobs if id(job) not in taken]
-        db.session.flush()  # the jobs get their ids (one INSERT for the round)
-    return sorted(ahead, key=lambda j: (j.instance_id, j.id))
+        # Not in the session yet: each is inserted once, when it has finished (_run_round).
+    return sorted(ahead, key=lambda j: j.instance_id)
 
 
 def _run_round(runnable: list[ServiceJob], locked: dict[int, Any],
                stats: dict[str, int]) -> None:
     # Phase 1: start every operation. A handler may answer with a Future (e.g. an item of
     # a chain batch), so one transaction of many jobs waits once for all of them.
-    started = [(job, _execute(job)) for job in runnable]
+    started = _start(runnable)
     timeout = current_app.config["LEASEFLOW"].job_timeout
     for job, outcome in started:
         if isinstance(outcome, Future):
             outcome = _settle(job, outcome, timeout)
         instance = locked[job.instance_id]
         job.finished_at = utcnow()
+        db.session.add(job)  # a job parked in this transaction joins it finished
+        if outcome is None:  # engine.start: run the engine from the start event
+            job.status = "done"
+            stats["done"] += 1
+            instances.begin(instance)
+            continue
         if isinstance(outcome, OperationError):
             job.error = f"{outcome.code}: {outcome.message}"
             if outcome.kind == "transient" and job.attempt < job.max_attempts:
@@ -118,6 +124,37 @@ def _run_round(runnable: list[ServiceJob], locked: dict[int, Any],
             job.result = outcome
             stats["done"] += 1
             instances.resume_with_result(instance, job, outcome)
+
+
+def _start(runnable: list[ServiceJob]) -> list[tuple[ServiceJob, Any]]:
+    """Each job's outcome (None for engine.start, run in phase 2); jobs of an operation with
+    a batch handler run together in one call."""
+    batches: dict[str, list[ServiceJob]] = {}
+    for job in runnable:
+        try:
+            if job.operation != instances.START and operations.get(job.operation).batch:
+                batches.setdefault(job.operation, []).append(job)
+        except OperationError:
+            pass  # unknown operation: _execute answers the error
+    outcomes: dict[int, Any] = {}
+    for name, jobs in batches.items():
+        if len(jobs) > 1:
+            outcomes.update(zip((id(job) for job in jobs),
+                                _execute_batch(name, jobs), strict=True))
+    return [(job, outcomes[id(job)] if id(job) in outcomes
+             else None if job.operation == instances.START else _execute(job))
+            for job in runnable]
+
+
+def _execute_batch(name: str, jobs: list[ServiceJob]) -> list[Any]:
+    handler = operations.get(name).batch
+    assert handler is not None
+    try:
+        return handler([job.params for job in jobs])
+    except Exception as exc:  # a bug or a peer failure: every job of the batch retries
+        log.exception("batch of %d %s jobs crashed", len(jobs), name)
+        return [TransientError(f"{type(exc).__name__}: {exc}", code="operation_crashed")
+                for _ in jobs]
 
 
 def _settle(job: ServiceJob, future: Future[Any],

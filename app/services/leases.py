@@ -8,18 +8,19 @@ machine or data center they run in, because the database refuses the second hold
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, LeaseflowError, NotFound
 from ..extensions import db
 from ..ipam.addresses import IpamError, int_to_ip, parse_address
-from ..ipam.allocator import free_candidates, preferred, random_probes
+from ..ipam.allocator import Pool, free_candidates, preferred, random_probes
 from ..leases.states import HOLDING, IllegalTransition, LeaseEvent, LeaseState, transition
 from ..models import HOLDING_SQL, Lease, LeaseHistory, Subnet, utcnow
 from ..operations import BusinessError
@@ -28,21 +29,35 @@ from . import subnets, uow
 _rng = random.Random()
 HOLDING_VALUES = [s.value for s in HOLDING]
 PROBES = 8
+RECENT = 8  # leases of a client looked at for its current and previous address
 
 
-def _insert(**values: Any) -> Lease | None:
-    """The new holding lease, or None when the address is held (the index said no)."""
-    dialect = db.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Lease).values(**values).on_conflict_do_nothing(
-        index_elements=["subnet_id", "address"], index_where=text(HOLDING_SQL),
-    ).returning(Lease)
-    lease: Lease | None = db.session.execute(stmt).scalar_one_or_none()
-    if lease is not None:
-        # Nobody else can see, let alone change, a row this transaction inserted: later
-        # steps of the same transaction may use it without locking it again.
-        uow.pending().fresh_leases[lease.id] = lease
-    return lease
+@dataclass(frozen=True, kw_only=True)
+class Ask:
+    """One reservation of a batch (the parameters of an `ipam.reserve` job)."""
+
+    subnet: str | int
+    client_id: str
+    instance_id: int | None = None
+    hostname: str | None = None
+    owner: str | None = None
+    hwaddr: str | None = None
+    requested_ip: str | None = None
+    avoid: tuple[str, ...] = ()
+    actor: str = "system"
+
+
+@dataclass(kw_only=True)
+class _Plan:
+    index: int
+    target: Subnet
+    pool: Pool
+    values: dict[str, Any]
+    actor: str
+    avoided: frozenset[int]
+    queue: list[int]  # candidates still to try: preferred, then random probes
+    tried: set[int] = field(default_factory=set)
+    refilled: int = -1  # the round in which the queue was last filled from the free list
 
 
 def _locked(lease_id: int) -> Lease | None:
@@ -57,53 +72,169 @@ def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None
             requested_ip: str | None = None, avoid: Iterable[str] = (),
             actor: str = "system") -> Lease:
     """Hold an address for `client_id` (state offered). Idempotent per instance."""
-    target = subnets.resolve(subnet)
+    outcome = reserve_many([Ask(subnet=subnet, client_id=client_id, instance_id=instance_id,
+                                hostname=hostname, owner=owner, hwaddr=hwaddr,
+                                requested_ip=requested_ip, avoid=tuple(avoid), actor=actor)])[0]
+    if isinstance(outcome, BusinessError):
+        raise outcome
+    return outcome
+
+
+def reserve_many(asks: Sequence[Ask]) -> list[Lease | BusinessError]:
+    """Hold an address for each ask, in a few statements for the whole batch.
+
+    Every round proposes one address per open ask, distinct within the round, in one
+    multi-row INSERT ... ON CONFLICT DO NOTHING; the asks whose address another holder took
+    meanwhile try their next candidate in the next round. Each ask gets its lease or its
+    refusal (pool exhausted, client already holding one, bad address) in its place.
+    """
+    outcomes: list[Lease | BusinessError | None] = [None] * len(asks)
+    targets: dict[int, Subnet] = {}
+    for i, ask in enumerate(asks):
+        try:
+            targets[i] = subnets.resolve(ask.subnet)
+        except LeaseflowError as exc:
+            outcomes[i] = BusinessError(exc.message, code=exc.code)
+    recent = _recent({(t.id, asks[i].client_id) for i, t in targets.items()})
+    now = utcnow()
+    plans: list[_Plan] = []
+    for i, target in targets.items():
+        ask = asks[i]
+        try:
+            plan = _plan(i, ask, target, recent.get((target.id, ask.client_id), []), now)
+        except BusinessError as exc:
+            outcomes[i] = exc
+            continue
+        if isinstance(plan, Lease):
+            outcomes[i] = plan  # this instance already holds it (a retried job)
+        else:
+            plans.append(plan)
+    number = 0
+    while plans:
+        plans = _round(plans, outcomes, number)
+        number += 1
+    return outcomes  # type: ignore[return-value]
+
+
+def _recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
+    """The last few leases of each (subnet, client), newest first: one query for a batch."""
+    if not keys:
+        return {}
+    rank = func.row_number().over(partition_by=(Lease.subnet_id, Lease.client_id),
+                                  order_by=Lease.id.desc()).label("rank")
+    inner = select(Lease.id, Lease.address, Lease.state, Lease.instance_id, Lease.subnet_id,
+                   Lease.client_id, rank).where(
+        Lease.subnet_id.in_({k[0] for k in keys}),
+        Lease.client_id.in_({k[1] for k in keys})).subquery()
+    rows = db.session.execute(select(inner).where(inner.c.rank <= RECENT)
+                              .order_by(inner.c.id.desc())).all()
+    found: dict[tuple[int, str], list[Any]] = {}
+    for row in rows:
+        if (row.subnet_id, row.client_id) in keys:
+            found.setdefault((row.subnet_id, row.client_id), []).append(row)
+    return found
+
+
+def _plan(index: int, ask: Ask, target: Subnet, recent: list[Any],
+          now: datetime) -> _Plan | Lease:
     # One look at the client's recent leases answers three questions: does this instance
     # already hold one (a retried job), does the client hold one, which address had it last.
-    recent = db.session.execute(
-        select(Lease.id, Lease.address, Lease.state, Lease.instance_id)
-        .where(Lease.subnet_id == target.id, Lease.client_id == client_id)
-        .order_by(Lease.id.desc()).limit(8)).all()
-    for lease_id, address, state, owner_instance in recent:
-        if state in HOLDING_VALUES:
-            if instance_id is not None and owner_instance == instance_id:
-                return get_lease(lease_id)
-            raise BusinessError(f"client {client_id} already holds {int_to_ip(address)}",
-                                code="client_has_lease", details={"ip": int_to_ip(address)})
-    previous = recent[0][1] if recent else None
+    for row in recent:
+        if row.state in HOLDING_VALUES:
+            if ask.instance_id is not None and row.instance_id == ask.instance_id:
+                return get_lease(row.id)
+            raise BusinessError(f"client {ask.client_id} already holds {int_to_ip(row.address)}",
+                                code="client_has_lease", details={"ip": int_to_ip(row.address)})
+    previous = recent[0].address if recent else None
+    try:
+        avoided = frozenset(parse_address(a, field="avoid") for a in ask.avoid if a)
+        requested = parse_address(ask.requested_ip, field="requested_ip") \
+            if ask.requested_ip else None
+    except IpamError as exc:
+        raise BusinessError(str(exc), code="invalid_address") from None
     pool = subnets.pool_of(target)
-    avoided = {parse_address(a, field="avoid") for a in avoid if a}
-    requested = None
-    if requested_ip:
-        try:
-            requested = parse_address(requested_ip, field="requested_ip")
-        except IpamError as exc:
-            raise BusinessError(str(exc), code="invalid_address") from None
-    now = utcnow()
-    values = {"subnet_id": target.id, "state": LeaseState.OFFERED.value, "client_id": client_id,
-              "instance_id": instance_id, "hostname": hostname, "owner": owner,
-              "hwaddr": hwaddr, "created_at": now, "updated_at": now,
+    values = {"subnet_id": target.id, "state": LeaseState.OFFERED.value,
+              "client_id": ask.client_id, "instance_id": ask.instance_id,
+              "hostname": ask.hostname, "owner": ask.owner, "hwaddr": ask.hwaddr,
+              "created_at": now, "updated_at": now,
               "expires_at": now + timedelta(seconds=target.lease_time)}
-    tried: set[int] = set(avoided)
-    first = preferred(pool, current=None, previous=previous, requested=requested)
-    for address in [a for a in first if a not in tried] + random_probes(pool, PROBES, _rng):
-        if address in tried:
-            continue
-        tried.add(address)
-        lease = _insert(address=address, **values)
-        if lease is not None:
-            return _reserved(lease, actor)
+    queue = preferred(pool, current=None, previous=previous, requested=requested) + \
+        random_probes(pool, PROBES, _rng)
+    return _Plan(index=index, target=target, pool=pool, values=values, actor=ask.actor,
+                 avoided=avoided, queue=queue, tried=set(avoided))
+
+
+def _round(plans: list[_Plan], outcomes: list[Any], number: int) -> list[_Plan]:
+    """Propose one address per plan, insert them together; the plans left to try again."""
+    claimed: dict[int, set[int]] = {}
+    taken: dict[int, set[int]] = {}
+    proposals: dict[tuple[int, int], _Plan] = {}
+    for plan in plans:
+        mine = claimed.setdefault(plan.target.id, set())
+        address = _candidate(plan, mine, taken, number)
+        if isinstance(address, BusinessError):
+            outcomes[plan.index] = address
+        elif address is not None:
+            mine.add(address)
+            proposals[(plan.target.id, address)] = plan
+    left = [plan for plan in plans if outcomes[plan.index] is None]
+    if not proposals:
+        # Nothing to propose although the free list is not empty: cannot happen while the
+        # taken set is read each round, but a loop must end, so refuse rather than spin.
+        for plan in left:
+            outcomes[plan.index] = _exhausted(plan)
+        return []
+    for lease in _insert([{**plan.values, "address": address}
+                          for (_, address), plan in proposals.items()]):
+        plan = proposals.pop((lease.subnet_id, lease.address))
+        outcomes[plan.index] = _reserved(lease, plan.actor)
+    return [plan for plan in left if outcomes[plan.index] is None]  # waiting, and the losers
+
+
+def _candidate(plan: _Plan, claimed: set[int], taken: dict[int, set[int]],
+               number: int) -> int | None | BusinessError:
+    """The plan's next address; None to sit this round out; an error when exhausted."""
     while True:
-        taken = set(db.session.execute(select(Lease.address).where(
-            Lease.subnet_id == target.id, Lease.state.in_(HOLDING_VALUES))).scalars())
-        candidates = free_candidates(pool, taken | avoided, PROBES, _rng)
-        if not candidates:
-            raise BusinessError(f"pool of {target.cidr} is exhausted", code="pool_exhausted",
-                                details={"subnet": target.cidr})
-        for address in candidates:
-            lease = _insert(address=address, **values)
-            if lease is not None:
-                return _reserved(lease, actor)
+        while plan.queue:
+            address = plan.queue.pop(0)
+            if address in claimed or address in plan.tried:
+                continue
+            plan.tried.add(address)
+            return address
+        if plan.refilled == number:
+            return None  # this round's free addresses went to others of the batch
+        # Probes spent: pick from the exact free list (read once per subnet per round).
+        held = taken.get(plan.target.id)
+        if held is None:
+            held = taken[plan.target.id] = set(db.session.execute(select(Lease.address).where(
+                Lease.subnet_id == plan.target.id,
+                Lease.state.in_(HOLDING_VALUES))).scalars())
+        free = free_candidates(plan.pool, held | plan.avoided, PROBES, _rng)
+        if not free:
+            return _exhausted(plan)
+        plan.refilled, plan.queue = number, free
+        plan.tried -= set(free)  # free now, whatever an earlier round saw
+
+
+def _exhausted(plan: _Plan) -> BusinessError:
+    return BusinessError(f"pool of {plan.target.cidr} is exhausted", code="pool_exhausted",
+                         details={"subnet": plan.target.cidr})
+
+
+def _insert(rows: list[dict[str, Any]]) -> list[Lease]:
+    """The leases inserted; a row whose address is held is left out (the index said no)."""
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Lease).values(rows).on_conflict_do_nothing(
+        index_elements=["subnet_id", "address"], index_where=text(HOLDING_SQL),
+    ).returning(Lease)
+    inserted = list(db.session.execute(stmt).scalars())
+    fresh = uow.pending().fresh_leases
+    for lease in inserted:
+        # Nobody else can see, let alone change, a row this transaction inserted: later
+        # steps of the same transaction may use it without locking it again.
+        fresh[lease.id] = lease
+    return inserted
 
 
 def _reserved(lease: Lease, actor: str) -> Lease:
@@ -152,11 +283,12 @@ def commit(lease_id: int, *, actor: str = "system") -> Lease:
         raise BusinessError(f"no lease {lease_id}", code="unknown_lease")
     if lease.state == LeaseState.BOUND.value:
         return lease
-    lease.expires_at = utcnow() + timedelta(seconds=lease.subnet.lease_time)
     try:
-        return _change(lease, LeaseEvent.COMMIT, actor)
+        transition(LeaseState(lease.state), LeaseEvent.COMMIT)  # refuse before any change
     except IllegalTransition as exc:
         raise BusinessError(str(exc), code="lease_not_offered") from None
+    lease.expires_at = utcnow() + timedelta(seconds=lease.subnet.lease_time)
+    return _change(lease, LeaseEvent.COMMIT, actor)
 
 
 RELEASE_EVENTS = {"release": LeaseEvent.RELEASE, "expire": LeaseEvent.EXPIRE,

@@ -74,7 +74,8 @@ def test_a_bound_lease_is_on_chain_with_its_own_holder_and_expiry(
     assert remaining + chain.EXPIRY_GRACE - 10 < ahead <= remaining + chain.EXPIRY_GRACE + 10
     operations = [(j["operation"], j["status"]) for j in jobs_of(client, admin,
                                                                   bound["instance_id"])]
-    assert operations == [("ipam.reserve", "done"), ("chain.validate", "done"),
+    assert operations == [("engine.start", "done"), ("ipam.reserve", "done"),
+                          ("chain.validate", "done"),
                           ("dhcp.commit", "done"), ("chain.record", "done")]
 
 
