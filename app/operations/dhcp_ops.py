@@ -22,10 +22,9 @@ from typing import Any
 from flask import current_app
 
 from ..dhcp.kea import KeaClient, KeaCommandError, KeaUnavailable, LeaseConflict
-from ..extensions import db
 from ..ipam.addresses import int_to_ip
 from ..models import Lease
-from ..services import leases
+from ..services import leases, uow
 from . import BusinessError, TransientError, register
 from .ipam_ops import _params
 
@@ -80,7 +79,7 @@ def commit(params: Mapping[str, Any]) -> dict[str, Any]:
     if kea is None:
         lease = leases.commit(lease_id)
     else:
-        with db.session.begin_nested():  # Kea's refusal rolls the row change back
+        with uow.savepoint():  # Kea's refusal rolls the row change back
             lease = leases.commit(lease_id)
             _push(kea, lease)
     return {"lease_id": lease.id, "ip": int_to_ip(lease.address), "state": lease.state,

@@ -17,7 +17,8 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..engine import runtime
 from ..errors import Conflict, Invalid, LeaseflowError, NotFound
@@ -259,21 +260,56 @@ def persist_step(instance: ProcessInstance, workflow: Any, report: runtime.StepR
 
 
 def flush_workflows(pending: uow.Pending) -> None:
-    """Serialize each changed workflow once, apply the row changes, keep the workflow for
-    the next step in this process, and read the ids of the jobs this transaction parked."""
+    """Serialize each changed workflow once, write the changed instance rows with one
+    executemany, keep the workflows for the next step in this process, and read the ids of
+    the jobs this transaction parked."""
     dirty = pending.workflows
     if not dirty and not pending.new_jobs:
         return
-    for instance, workflow in dirty.values():
-        instance.workflow = runtime.serialize(workflow)
-        for name, value in pending.instance_changes.get(instance.id, {}).items():
-            setattr(instance, name, value)
     db.session.add_all(pending.new_jobs)
-    db.session.flush()
+    db.session.flush()  # ORM changes first: new jobs get their ids, direct row edits land
     pending.jobs.extend(job.id for job in pending.new_jobs)
     pending.new_jobs.clear()
+    if dirty:
+        _write_instances(pending, [instance for instance, _ in dirty.values()],
+                         {key: runtime.serialize(workflow)
+                          for key, (_, workflow) in dirty.items()})
     for instance, workflow in dirty.values():
         _remember(instance, workflow)
+
+
+_CHANGED = ("workflow", "state", "wake_at", "outcome", "lease_id", "version", "updated_at")
+_table = ProcessInstance.__table__
+_UPDATE = update(_table).where(
+    _table.c.id == bindparam("b_id"), _table.c.version == bindparam("b_seen")
+).values(**{name: bindparam(f"b_{name}") for name in _CHANGED})
+
+
+def _write_instances(pending: uow.Pending, rows: list[ProcessInstance],
+                     workflows: dict[int, str]) -> None:
+    """One UPDATE ... WHERE id AND version per instance, sent as a single executemany (the
+    ORM sends versioned rows one statement each). The version check stays: a row another
+    transaction changed since we read it fails the whole unit of work."""
+    now = utcnow()
+    changed = []
+    for instance in rows:
+        values = {"workflow": workflows[instance.id],
+                  **pending.instance_changes.get(instance.id, {}),
+                  "version": instance.version + 1, "updated_at": now}
+        for name in _CHANGED:
+            if name not in values:
+                values[name] = getattr(instance, name)
+        changed.append((instance, values))
+    result = db.session.execute(_UPDATE, [
+        {"b_id": instance.id, "b_seen": instance.version,
+         **{f"b_{name}": value for name, value in values.items()}}
+        for instance, values in changed])
+    if result.rowcount not in (-1, len(changed)):
+        raise Conflict("a process instance changed under this transaction",
+                       code="instance_changed")
+    for instance, values in changed:  # the objects now match their rows
+        for name, value in values.items():
+            set_committed_value(instance, name, value)
 
 
 def _fail(instance: ProcessInstance, exc: Exception) -> None:
@@ -439,8 +475,8 @@ def describe(instance: ProcessInstance, *, with_tasks: bool = False) -> dict[str
         out["jobs"] = [{"id": j.id, "task": j.task_name, "operation": j.operation,
                         "attempt": j.attempt, "status": j.status, "error": j.error}
                        for j in db.session.execute(select(ServiceJob).where(
-                           ServiceJob.instance_id == instance.id)
-                           .order_by(ServiceJob.id)).scalars()]
+                           ServiceJob.instance_id == instance.id)  # jobs that ran ahead
+                           .order_by(ServiceJob.created_at, ServiceJob.id)).scalars()]  # land last
     return out
 
 

@@ -43,8 +43,12 @@ def run_batch(job_ids: Sequence[int], *, steal: int = 0) -> dict[str, int]:
     if not job_ids:
         return stats
     instance_of = dict(db.session.execute(
-        select(ServiceJob.id, ServiceJob.instance_id).where(ServiceJob.id.in_(job_ids))).all())
-    locked = instances.lock_many(list(instance_of.values()))
+        select(ServiceJob.id, ServiceJob.instance_id).where(
+            ServiceJob.id.in_(job_ids), ServiceJob.status == "queued")).all())
+    # Never wait for an instance another worker holds: that worker took its jobs (a batch
+    # steals due jobs, see below) and runs them; in the rare case it holds the row for
+    # something else, the job stays queued and the ticker hands it out again.
+    locked = instances.lock_many(list(instance_of.values()), skip_locked=True)
     if steal > 0:
         extra = dict(db.session.execute(
             select(ServiceJob.id, ServiceJob.instance_id).where(
@@ -95,12 +99,14 @@ def _run_round(runnable: list[ServiceJob], locked: dict[int, Any],
     # a chain batch), so one transaction of many jobs waits once for all of them.
     started = _start(runnable)
     timeout = current_app.config["LEASEFLOW"].job_timeout
+    finished: list[ServiceJob] = []
     for job, outcome in started:
         if isinstance(outcome, Future):
             outcome = _settle(job, outcome, timeout)
         instance = locked[job.instance_id]
         job.finished_at = utcnow()
-        db.session.add(job)  # a job parked in this transaction joins it finished
+        if job.id is None:  # parked in this transaction: inserted once, finished
+            finished.append(job)
         if outcome is None:  # engine.start: run the engine from the start event
             job.status = "done"
             stats["done"] += 1
@@ -124,6 +130,17 @@ def _run_round(runnable: list[ServiceJob], locked: dict[int, Any],
             job.result = outcome
             stats["done"] += 1
             instances.resume_with_result(instance, job, outcome)
+    for job in finished:
+        uow.add_row(ServiceJob.__table__, _row(job))
+
+
+def _row(job: ServiceJob) -> dict[str, Any]:
+    """The outbox row of a job that ran ahead: nobody needs its id, so no RETURNING."""
+    row = {column.key: getattr(job, column.key) for column in ServiceJob.__table__.columns
+           if column.key != "id"}
+    row["deliveries"] = row["deliveries"] or 0
+    row["created_at"] = row["created_at"] or job.not_before  # parked then
+    return row
 
 
 def _start(runnable: list[ServiceJob]) -> list[tuple[ServiceJob, Any]]:
@@ -180,19 +197,14 @@ def _execute(job: ServiceJob) -> dict[str, Any] | OperationError | Future[Any]:
         operation = operations.get(job.operation)
     except OperationError as exc:
         return exc
-    savepoint = db.session.begin_nested() if operation.savepoint else None
     try:
-        result = operation.handler(job.params)
-        if savepoint is not None:
-            savepoint.commit()
-        return result
+        if not operation.savepoint:
+            return operation.handler(job.params)
+        with uow.savepoint():
+            return operation.handler(job.params)
     except OperationError as exc:
-        if savepoint is not None:
-            savepoint.rollback()
         return exc
     except Exception as exc:  # a bug or an unexpected peer failure: retry, then a person
-        if savepoint is not None:
-            savepoint.rollback()
         log.exception("job %s (%s) crashed", job.id, job.operation)
         return TransientError(f"{type(exc).__name__}: {exc}", code="operation_crashed")
 

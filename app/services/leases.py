@@ -246,9 +246,10 @@ def _history(lease: Lease, event: LeaseEvent, before: LeaseState | None, after: 
              actor: str, *, event_name: str | None = None,
              detail: Mapping[str, Any] | None = None) -> None:
     name = event_name or event.value
-    db.session.add(LeaseHistory(lease_id=lease.id, event=name,
-                                from_state=before.value if before else None,
-                                to_state=after.value, actor=actor, detail=dict(detail or {})))
+    uow.add_row(LeaseHistory.__table__, {
+        "lease_id": lease.id, "at": utcnow(), "event": name,
+        "from_state": before.value if before else None, "to_state": after.value,
+        "actor": actor, "detail": dict(detail or {})})
     uow.record(kind=f"lease.{name}", subject=f"{lease.subnet.cidr}/{int_to_ip(lease.address)}",
                actor=actor, payload={"lease_id": lease.id, "client_id": lease.client_id,
                                      "state": after.value, "owner": lease.owner,
@@ -371,6 +372,7 @@ def describe(lease: Lease, *, with_history: bool = False) -> dict[str, Any]:
         "expires_at": _iso(lease.expires_at), "created_at": _iso(lease.created_at),
         "updated_at": _iso(lease.updated_at)}
     if with_history:
+        uow.flush_rows()  # history this transaction recorded
         rows = db.session.execute(select(LeaseHistory).where(LeaseHistory.lease_id == lease.id)
                                   .order_by(LeaseHistory.id)).scalars()
         out["history"] = [{"at": _iso(h.at), "event": h.event, "from": h.from_state,

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import insert
+
 from ..extensions import db
 
 
@@ -29,6 +31,9 @@ class Pending:
     # Strong references for rows a transaction reads again: the session's identity map only
     # holds clean rows weakly, and a row it dropped costs another SELECT.
     keep: list[Any] = field(default_factory=list)
+    # Rows nobody reads back by id in this transaction (lease history, jobs that ran ahead
+    # and finished), inserted with one executemany per table when the unit of work ends.
+    rows: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def pending() -> Pending:
@@ -51,6 +56,36 @@ def touch(instance_id: int) -> None:
     pending().instances.add(instance_id)
 
 
+def add_row(table: Any, row: dict[str, Any]) -> None:
+    pending().rows.setdefault(table, []).append(row)
+
+
+def flush_rows() -> None:
+    """Insert the rows collected by `add_row` now (before reading them back)."""
+    state = pending()
+    for table, rows in state.rows.items():
+        if rows:
+            db.session.execute(insert(table), rows)
+    state.rows.clear()
+
+
+@contextlib.contextmanager
+def savepoint() -> Iterator[None]:
+    """A SAVEPOINT whose rollback also forgets the ledger entries and rows recorded inside."""
+    state = pending()
+    ledger, rows = len(state.ledger), {table: len(r) for table, r in state.rows.items()}
+    nested = db.session.begin_nested()
+    try:
+        yield
+    except BaseException:
+        nested.rollback()
+        del state.ledger[ledger:]
+        for table in list(state.rows):
+            del state.rows[table][rows.get(table, 0):]
+        raise
+    nested.commit()
+
+
 @contextlib.contextmanager
 def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
     from . import audit, dispatch, instances
@@ -60,6 +95,7 @@ def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
     try:
         yield state
         instances.flush_workflows(state)
+        flush_rows()
         audit.flush(state.ledger)
         db.session.commit()
     except BaseException:
