@@ -4,7 +4,7 @@ A chain transaction costs the same few milliseconds whether it carries one lease
 hundreds, so throughput comes from batching. Callers (Celery operations of many process
 instances) `submit()` one item each and get a Future of their own item's Outcome. A
 reactivex pipeline gathers the submitted items by time or count
-(`buffer_with_time_or_count`), and each batch becomes one `apply_batch` transaction
+(`app.streams.batches`), and each batch becomes one `apply_batch` transaction
 (releases first, then allocations). The contract applies the items in order, so two items
 for one address in one batch give one acceptance and one refusal, exactly as two separate
 transactions would. If the transaction itself fails (node down, not a writer), every
@@ -23,11 +23,11 @@ from typing import Protocol
 
 import reactivex
 from reactivex import abc
-from reactivex import operators as ops
 from reactivex.subject import Subject
 
 from app.chain.errors import ChainError
 from app.chain.types import AllocateItem, Outcome, ReleaseItem
+from app.streams import batches
 
 
 class BatcherClosed(ChainError):
@@ -179,10 +179,4 @@ def batches_of(
     scheduler: abc.SchedulerBase | None = None,
 ) -> reactivex.Observable[list[ChainRequest]]:
     """The batching rule on its own, for tests of the stream with a virtual-time scheduler."""
-    def not_empty(batch: list[ChainRequest]) -> bool:
-        return len(batch) > 0  # a time window with no submissions emits an empty buffer
-
-    buffered: reactivex.Observable[list[ChainRequest]] = source.pipe(
-        ops.buffer_with_time_or_count(max_delay, max_items, scheduler=scheduler)
-    )
-    return buffered.pipe(ops.filter(not_empty))
+    return source.pipe(batches(max_delay, max_items, scheduler=scheduler))

@@ -5,7 +5,7 @@ Two transports behind one interface, chosen by `LEASEFLOW_BROKER_URL`:
 - anything else: Celery messages to `leaseflow worker` processes, and Redis pub/sub for the
   change notifications that `POST /leases?wait=` listens to.
 
-Job ids are coalesced with a reactivex `buffer_with_time_or_count` stream so that many
+Job ids are coalesced with a reactivex stream (`app.streams.batches`) so that many
 requests arriving together travel in few Celery messages (and run in few transactions).
 """
 
@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from reactivex import operators as ops
 from reactivex.scheduler import EventLoopScheduler
 from reactivex.subject import Subject
+
+from ..streams import batches
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,7 @@ class CeleryTransport:
         # timer thread for every window, which at a 2 ms window starves the process.
         self._scheduler = EventLoopScheduler()
         self._subscription = self._subject.pipe(
-            ops.buffer_with_time_or_count(window, batch, scheduler=self._scheduler),
-            ops.filter(bool),
+            batches(window, batch, scheduler=self._scheduler),
         ).subscribe(self._publish, on_error=lambda e: log.error("dispatch stream: %s", e))
         self._redis = None
         self._listener: threading.Thread | None = None

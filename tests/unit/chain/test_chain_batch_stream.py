@@ -20,7 +20,7 @@ def test_batches_close_by_count_or_time():
     # five items just after the subscription (at 200), a pause, then one more
     source = scheduler.create_hot_observable(
         *[ReactiveTest.on_next(201 + n, request(n)) for n in range(5)],
-        ReactiveTest.on_next(900, request(9)),
+        ReactiveTest.on_next(800, request(9)),
         ReactiveTest.on_completed(2000),
     )
 
