@@ -94,6 +94,17 @@ class LeaseflowWorkflow(BpmnWorkflow):  # type: ignore[misc]
             return [task for task in self.tasks.values() if task.state & state]
         return super().get_tasks(first_task, **kwargs)  # type: ignore[no-any-return]
 
+    def update_waiting_tasks(self) -> None:
+        # Called after every completed task; SpiffWorkflow walks the whole tree for WAITING
+        # tasks. A task only becomes WAITING by being updated, so the ones that turn WAITING
+        # during this pass were just updated: a snapshot visits the same tasks that matter.
+        if self.subprocesses:
+            super().update_waiting_tasks()
+            return
+        for task in [t for t in self.tasks.values() if t.state == TaskState.WAITING]:
+            if task.state == TaskState.WAITING and task.id in self.tasks:
+                task.task_spec._update(task)
+
 
 class CompactWorkflowConverter(BpmnWorkflowConverter):  # type: ignore[misc]
     """Serializes a workflow without its spec; restores it with the cached spec."""
