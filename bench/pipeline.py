@@ -143,6 +143,22 @@ def _drive(app: Any, requests: int, threads: int) -> dict[str, float]:
             if latencies else float("nan")}
 
 
+def _cpu(result: dict[str, float], busy_before: float) -> dict[str, float]:
+    """Machine CPU per bound lease during the run, and how many cores were busy on average."""
+    busy = _busy_seconds() - busy_before
+    return {"cpu_ms": busy * 1000 / max(result["bound"], 1),
+            "cores": busy / result["seconds"] if result["seconds"] else float("nan")}
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every core, every process: the API,
+    the workers, PostgreSQL, Redis), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -162,7 +178,9 @@ def embedded(requests: int, threads: int, process: str, load: str) -> dict[str, 
         start_transport(app)
         drive = _drive_open if load == "open" else _drive
         try:
-            return {**drive(app, requests, threads), "rss_mb": _rss_mb()}
+            busy = _busy_seconds()
+            result = drive(app, requests, threads)
+            return {**result, "rss_mb": _rss_mb(), **_cpu(result, busy)}
         finally:
             dispatch.install(None)
 
@@ -195,7 +213,9 @@ def postgres(requests: int, threads: int, workers: int, process: str,
         env = worker_env(url, broker, **({"LEASEFLOW_ANCHOR_INTERVAL": "0"} if quiet else {}))
         drive = _drive_open if load == "open" else _drive
         with run_workers(env, workers, app.extensions["celery"], prefix="bench"):
+            busy = _busy_seconds()
             result = drive(app, requests, threads)
+            result.update(_cpu(result, busy))
         dispatch.install(None)
         with app.app_context():
             from app.extensions import db
@@ -233,11 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"pipeline: {args.requests} lease requests, {args.threads} client threads, "
           f"{args.load} loop, process={args.process}, {os.cpu_count()} cores")
     print(f"{'mode':<40} {'bound':>6} {'alloc/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'accepted/s':>10} {'api RSS MB':>10}")
+          f"{'accepted/s':>10} {'api RSS MB':>10} {'CPU ms/lease':>12} {'cores busy':>10}")
     for label, r in rows:
         accepted = f"{r['submit_rate']:>10.1f}" if "submit_rate" in r else f"{'-':>10}"
         print(f"{label:<40} {r['bound']:>6.0f} {r['rate']:>8.1f} {r['p50']:>8.1f} "
-              f"{r['p99']:>8.1f} {accepted} {r['rss_mb']:>10.0f}")
+              f"{r['p99']:>8.1f} {accepted} {r['rss_mb']:>10.0f} {r['cpu_ms']:>12.2f} "
+              f"{r['cores']:>10.2f}")
+    print("CPU ms/lease: the whole machine's busy CPU time during the run (API, workers, "
+          "PostgreSQL, Redis, the client threads) per bound lease; the cores a deployment "
+          "needs for a rate R are about R x CPU ms / 1000.")
     return 0
 
 
