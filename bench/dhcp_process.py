@@ -4,7 +4,11 @@
 `bench/dhcp.py` measures the protocol engine (in-memory backend) beside Kea; this one
 measures what a client of a Leaseflow deployment gets, so the two together show where the
 time goes. Each step starts a fresh database and server and offers perfdhcp `rate`
-new DORA exchanges a second; the completed rate is REQUEST-ACK received / seconds.
+new DORA exchanges a second; the completed rate is REQUEST-ACK received / seconds. The
+server's own counters (printed by `leaseflow dhcp` on exit) say where the rest went: offers
+and acks sent, and what admission control dropped (`new` = DISCOVERs beyond the budget of
+new exchanges, `stale` = asks that waited past the staleness bound, `full` = the pending
+queue full).
 
 Run: `leaseflow bench dhcp_process [--rates 10,20,30] [--seconds 10]`.
 """
@@ -12,12 +16,14 @@ Run: `leaseflow bench dhcp_process [--rates 10,20,30] [--seconds 10]`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.peers.netns import Namespace, veth_pair
@@ -33,7 +39,27 @@ def _cli(env: dict[str, str], *argv: str) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def step(server: Namespace, client: Namespace, rate: int, seconds: float) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Step:
+    completed: float  # new leases a second (REQUEST-ACK received / seconds)
+    drops: float  # exchanges started that never got their ACK
+    counters: dict[str, int] = field(default_factory=dict)  # the server's, at exit
+
+
+def server_counters(stdout: str) -> dict[str, int]:
+    """The last JSON line `leaseflow dhcp` printed on exit (its counters), or {}."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return {str(k): int(v) for k, v in value.items()}
+    return {}
+
+
+def step(server: Namespace, client: Namespace, rate: int, seconds: float) -> Step:
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEASEFLOW_")}
         env.update(LEASEFLOW_DATABASE_URL=f"sqlite:///{tmp}/lf.db", LEASEFLOW_SECRET_KEY="b",
@@ -53,11 +79,12 @@ def step(server: Namespace, client: Namespace, rate: int, seconds: float) -> tup
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                rest, _ = proc.communicate(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
-        return run.new_lease_rate, run.dora_drop_ratio
+                rest, _ = proc.communicate()
+        return Step(run.new_lease_rate, run.dora_drop_ratio,
+                    server_counters(rest.decode(errors="replace")))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,11 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = [int(r) for r in args.rates.split(",")]
     print(f"DHCP through the lease process (embedded default), perfdhcp in a second "
           f"namespace, {os.cpu_count()} cores, {args.seconds:g} s per step")
-    print(f"{'offered/s':>10} {'new leases/s':>13} {'drops':>8}")
+    print(f"{'offered/s':>10} {'new leases/s':>13} {'drops':>8}   server: "
+          f"{'offers':>6} {'acks':>6} {'new':>6} {'stale':>6} {'full':>6}")
     with veth_pair("10.79.0.1/16", "10.79.0.2/16") as (server, client):
         for rate in rates:
-            completed, drops = step(server, client, rate, args.seconds)
-            print(f"{rate:>10} {completed:>13.1f} {drops:>8.2%}", flush=True)
+            done = step(server, client, rate, args.seconds)
+            c = done.counters
+            print(f"{rate:>10} {done.completed:>13.1f} {done.drops:>8.2%}   server: "
+                  f"{c.get('offers', 0):>6} {c.get('acks', 0):>6} "
+                  f"{c.get('dropped_overload_new', 0):>6} {c.get('dropped_stale', 0):>6} "
+                  f"{c.get('dropped_overload', 0):>6}", flush=True)
     return 0
 
 

@@ -126,6 +126,17 @@ class ServerConfig:
     `workers`: threads that run backend calls (0 = inside the receive loop, only for
     backends that never block); `max_pending`: packets waiting for a worker beyond which
     new ones are dropped (clients retransmit) rather than queued without bound.
+
+    Admission control (only with `workers > 0`), so that an overloaded server keeps
+    completing about its capacity instead of collapsing: `max_new_exchanges` is how many
+    DISCOVERs (new exchanges) may wait for or run on a worker at once; a DISCOVER beyond it
+    is dropped at once (the client retransmits), which keeps the queue short for the
+    REQUESTs of exchanges already half done. `None` derives it from `workers`: half of them
+    (at least 2, so one slow DISCOVER never stalls every newcomer), leaving the other half
+    to clients already in an exchange; the value in force is `new_exchange_budget`.
+    `stale_after`: seconds a call may have waited for a worker before it is dropped unrun,
+    its client having given up on that copy (perfdhcp waits 1 s, real clients retransmit
+    after 2-4 s).
     """
 
     server_id: str
@@ -135,11 +146,15 @@ class ServerConfig:
     decline_probation: float = 3600.0
     workers: int = 8
     max_pending: int = 2048
+    max_new_exchanges: int | None = None
+    stale_after: float = 1.0
 
     by_interface: Mapping[str, tuple[SubnetConfig, ...]] = field(
         init=False, repr=False, compare=False
     )
     server_id_bytes: bytes = field(init=False, repr=False, compare=False)  # option 54
+    # max_new_exchanges, or the default derived from workers.
+    new_exchange_budget: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_ip(self.server_id, "server id")
@@ -162,6 +177,14 @@ class ServerConfig:
         )
         if self.workers < 0 or self.max_pending < 1:
             raise ConfigError("workers must be >= 0 and max_pending >= 1")
+        budget = self.max_new_exchanges
+        if budget is None:
+            budget = max(2, self.workers // 2)
+        elif budget < 1:
+            raise ConfigError("max_new_exchanges must be >= 1")
+        object.__setattr__(self, "new_exchange_budget", budget)
+        if not self.stale_after > 0:
+            raise ConfigError("stale_after must be positive")
 
     def subnet_of(self, address: str) -> SubnetConfig | None:
         """The subnet holding `address` (a relay's giaddr), if we serve it."""

@@ -15,7 +15,7 @@ from app.dhcp.backend import LeaseBackend
 from app.dhcp.codec import decode
 from app.dhcp.config import ServerConfig
 from app.dhcp.errors import MalformedPacket
-from app.dhcp.rfc2131 import Ask, Drop, Inbound, Outcome, Reply, Silence, answer, plan
+from app.dhcp.rfc2131 import Ask, Drop, Inbound, Kind, Outcome, Reply, Silence, answer, plan
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,25 @@ class Counters:
     def __getitem__(self, name: str) -> int:
         with self._lock:
             return self._counts[name]
+
+
+# -- admission control: which asks an overloaded server turns away (pure decisions) --------
+
+
+def opens_exchange(ask: Ask) -> bool:
+    """A DISCOVER: the first message of a new exchange, the first to go under overload.
+
+    Everything else (a REQUEST for our offer, a renewal, a RELEASE...) belongs to a client
+    that already holds something of ours: finishing it is what turns work done into leases.
+    """
+    return ask.inbound.kind is Kind.DISCOVER
+
+
+def is_stale(queued_at: float, now: float, config: ServerConfig) -> bool:
+    """An ask that waited for a worker since `queued_at` longer than the client waits for
+    this copy of its message: running it now is wasted work (RFC 2131 §4.1: the client has
+    retransmitted, or given up), so it is dropped unrun. Both times on one monotonic clock."""
+    return now - queued_at > config.stale_after
 
 
 def call_backend(backend: LeaseBackend, ask: Ask, now: float) -> object:

@@ -20,16 +20,25 @@ By default the server runs the jobs its own step parked (the reservation, the co
 the same transaction, as a worker's run-ahead does: a DORA then needs no worker round trip
 (`run_ahead=False` sends them through the worker queue and waits, as any other edge does).
 
+On SQLite the server's threads take turns for the database on one lock of their own (per
+app). SQLite admits one writer at a time, every transaction here begins IMMEDIATE, and its
+busy handler polls with sleeps of up to 100 ms: a dozen worker threads waiting there get
+their turn late and unfairly (some for seconds, past the client's patience) while the
+database sits idle. Queued on a Python lock they are handed the database at once, in turn.
+Nothing is lost: SQLite would have run their transactions one by one anyway.
+
 Several server processes may share one database: two clients never get one address because
 the database's partial unique index refuses a second holder, whoever inserts it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
@@ -67,6 +76,10 @@ class ProcessLeaseBackend:
         self.patience = patience
         self.offer_lifetime = offer_lifetime
         self.actor = actor
+        # One turn at a time on SQLite, shared by every backend of this app (see above).
+        self._turn: AbstractContextManager[Any] = contextlib.nullcontext()
+        if str(app.config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
+            self._turn = app.extensions.setdefault("leaseflow_dhcp_turn", threading.RLock())
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -74,15 +87,16 @@ class ProcessLeaseBackend:
         """A read in its own short transaction (ended at once: SQLite locks at BEGIN)."""
         from app.extensions import db
 
-        try:
-            return fn(*args)
-        finally:
-            db.session.rollback()
+        with self._turn:
+            try:
+                return fn(*args)
+            finally:
+                db.session.rollback()
 
     def _change(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from app.services.uow import unit_of_work
 
-        with unit_of_work():
+        with self._turn, unit_of_work():
             return fn(*args, **kwargs)
 
     def _step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -90,7 +104,7 @@ class ProcessLeaseBackend:
         from app.services import dhcp
         from app.services.uow import unit_of_work
 
-        with unit_of_work():
+        with self._turn, unit_of_work():
             result = fn(*args, **kwargs)
             if self.run_ahead:
                 dhcp.run_parked()

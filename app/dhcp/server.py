@@ -8,18 +8,30 @@ share port 67 thanks to `SO_REUSEADDR` and the per-device binding).
 
 Threads: one receive loop decodes and plans every datagram (cheap, pure); backend calls,
 which may block up to the lease process's patience, run on a small `ThreadPoolExecutor`
-(`ServerConfig.workers`), so one slow client never stalls the loop. At most
-`ServerConfig.max_pending` calls wait for a worker; beyond that new requests are dropped and
-counted (`dropped_overload`): the client retransmits, which beats an unbounded queue of
-stale requests. `workers=0` runs backend calls inline (only for backends that never block,
-such as `MemoryLeaseBackend`, where the thread hand-off costs more than the call).
+(`ServerConfig.workers`), so one slow client never stalls the loop. `workers=0` runs backend
+calls inline (only for backends that never block, such as `MemoryLeaseBackend`, where the
+thread hand-off costs more than the call).
+
+Admission control keeps an overloaded server completing about its capacity (instead of
+collapsing under a queue of work nobody waits for any more). Silence is the right overload
+answer: per RFC 2131 a client that gets none retransmits. In order:
+
+- a DISCOVER (a new exchange, `handler.opens_exchange`) while `ServerConfig.max_new_exchanges`
+  DISCOVERs already wait for or run on a worker is dropped at once (`dropped_overload_new`):
+  REQUESTs of exchanges already half done (and renewals, RELEASEs...) never queue behind an
+  unbounded crowd of newcomers, so the offers we make turn into leases;
+- any call beyond `ServerConfig.max_pending` waiting is dropped (`dropped_overload`);
+- a call that waited for a worker longer than `ServerConfig.stale_after` is dropped without
+  calling the backend (`dropped_stale`, `handler.is_stale`): its client already gave up on
+  that copy, and answering it would only delay the fresh ones.
 
 Run it from a shell (with the in-memory backend, for tests and benchmarks):
 
     python -m app.dhcp.server --interface IF [--port 67] --subnet CIDR --pool FIRST-LAST \
         [--subnet CIDR --pool FIRST-LAST ...] [--gateway IP] [--dns IP,IP] \
         [--lease-time S] [--server-id IP] [--authoritative] [--offer-lifetime S] \
-        [--workers N] [--stats-file FILE] [--log-level LEVEL]
+        [--workers N] [--max-new-exchanges N] [--stale-after S] [--stats-file FILE] \
+        [--log-level LEVEL]
 
 Every `--subnet` (with its `--pool`, in order) is attached to IF and is also selected for
 relayed traffic whose giaddr lies in it (perfdhcp relays from its own address). The server
@@ -40,14 +52,15 @@ import struct
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 from app.dhcp.backend import LeaseBackend
 from app.dhcp.codec import encode
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError, DhcpError
-from app.dhcp.handler import Counters, prepare, resolve
+from app.dhcp.handler import Counters, is_stale, opens_exchange, prepare, resolve
 from app.dhcp.rfc2131 import Ask, Reply
 
 log = logging.getLogger(__name__)
@@ -97,7 +110,11 @@ def interface_address(interface: str) -> str:
 
 
 class DhcpServer:
-    """`start()` opens the socket (unless one is given) and runs; `stop()` ends cleanly."""
+    """`start()` opens the socket (unless one is given) and runs; `stop()` ends cleanly.
+
+    `executor` (tests) replaces the worker pool `start()` would create; `clock` is the
+    monotonic clock that dates queued calls for the staleness check.
+    """
 
     def __init__(
         self,
@@ -107,6 +124,8 @@ class DhcpServer:
         backend: LeaseBackend,
         port: int = 67,
         sock: socket.socket | None = None,
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interface = interface
         self.config = config
@@ -117,15 +136,18 @@ class DhcpServer:
         self._own_socket = sock is None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Executor | None = executor
+        self._own_pool = executor is None
+        self._clock = clock
         self._slots = threading.BoundedSemaphore(config.max_pending)
+        self._new_slots = threading.BoundedSemaphore(config.new_exchange_budget)
 
     def start(self) -> None:
         if self._sock is None:
             self._sock = open_socket(self.interface, self.port)
         # Blocking receive (a timeout would cost a poll() per packet); stop() wakes it.
         self._sock.settimeout(None)
-        if self.config.workers > 0:
+        if self._pool is None and self.config.workers > 0:
             self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="dhcp")
         self._thread = threading.Thread(target=self._loop, name="dhcp-recv", daemon=True)
         self._thread.start()
@@ -140,7 +162,7 @@ class DhcpServer:
                 self._sock.shutdown(socket.SHUT_RD)
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._pool is not None:
+        if self._pool is not None and self._own_pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._own_socket and self._sock is not None:
             self._sock.close()
@@ -186,13 +208,42 @@ class DhcpServer:
             self._send(planned)
         elif isinstance(planned, Ask):
             if self._pool is None:
-                self._finish(planned, release=False)
-            elif self._slots.acquire(blocking=False):
-                self._pool.submit(self._finish, planned, release=True)
+                self._resolve(planned)
             else:
-                self.counters.add("dropped_overload")
+                self._admit(planned, self._pool)
 
-    def _finish(self, ask: Ask, release: bool) -> None:
+    def _admit(self, ask: Ask, pool: Executor) -> None:
+        """Queue `ask` for a worker, or drop it (counted) if the server has no room."""
+        new = opens_exchange(ask)
+        if new and not self._new_slots.acquire(blocking=False):
+            self.counters.add("dropped_overload_new")
+            return
+        if not self._slots.acquire(blocking=False):
+            if new:
+                self._new_slots.release()
+            self.counters.add("dropped_overload")
+            return
+        try:
+            pool.submit(self._finish, ask, new, self._clock())
+        except BaseException:  # e.g. the pool shut down by stop(): give the slots back
+            self._slots.release()
+            if new:
+                self._new_slots.release()
+            raise
+
+    def _finish(self, ask: Ask, new: bool, queued_at: float) -> None:
+        """On a worker: drop the ask if it went stale while queued, else resolve it."""
+        try:
+            if is_stale(queued_at, self._clock(), self.config):
+                self.counters.add("dropped_stale")
+                return
+            self._resolve(ask)
+        finally:
+            self._slots.release()
+            if new:
+                self._new_slots.release()
+
+    def _resolve(self, ask: Ask) -> None:
         try:
             outcome = resolve(ask, self.backend, self.config, time.time(), self.counters)
             if isinstance(outcome, Reply):
@@ -200,9 +251,6 @@ class DhcpServer:
         except Exception:
             self.counters.add("dropped_internal_error")
             log.exception("unexpected error finishing a request")
-        finally:
-            if release:
-                self._slots.release()
 
     def _send(self, reply: Reply) -> None:
         sock = self._sock
@@ -250,6 +298,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--offer-lifetime", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=0,
                         help="backend threads (0: inline, fine for the memory backend)")
+    parser.add_argument("--max-new-exchanges", type=int, default=None,
+                        help="DISCOVERs queued or running at once (default: workers/2, >= 2)")
+    parser.add_argument("--stale-after", type=float, default=1.0,
+                        help="seconds a queued call may wait before it is dropped unrun")
     parser.add_argument("--stats-file", type=Path, default=None)
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
@@ -270,7 +322,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     server_id = args.server_id or interface_address(args.interface)
     return ServerConfig(server_id=server_id, subnets=tuple(subnets),
                         authoritative=args.authoritative, offer_lifetime=args.offer_lifetime,
-                        workers=args.workers)
+                        workers=args.workers, max_new_exchanges=args.max_new_exchanges,
+                        stale_after=args.stale_after)
 
 
 def main(argv: list[str] | None = None) -> int:

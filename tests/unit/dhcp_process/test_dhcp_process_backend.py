@@ -258,3 +258,39 @@ def test_a_released_client_is_offered_its_previous_address(dhcp_app, backend, ma
     wait_instance(dhcp_app, client, "completed")
     offer = backend.offer(client, None, time.time())  # a new DISCOVER, a new instance
     assert offer is not None and offer.address == ack.address
+
+
+def test_on_sqlite_the_backends_of_one_app_take_turns_for_the_database(
+        dhcp_app, backend, make_client, monkeypatch):
+    """Every transaction runs holding the app's one turn, so the server's threads queue on
+    a lock instead of polling SQLite's busy handler."""
+    import threading
+
+    other = ProcessLeaseBackend(dhcp_app, patience=20.0)
+    turn = dhcp_app.extensions["leaseflow_dhcp_turn"]
+    assert backend._turn is other._turn is turn
+
+    def free_for_another_thread() -> bool:
+        free: list[bool] = []
+
+        def probe() -> None:
+            free.append(turn.acquire(blocking=False))
+            if free[0]:
+                turn.release()
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return free[0]
+
+    seen: list[bool] = []
+    latest = dhcp.latest
+
+    def observed_latest(*args: Any) -> Any:
+        seen.append(free_for_another_thread())
+        return latest(*args)
+
+    monkeypatch.setattr(dhcp, "latest", observed_latest)
+    assert other.lookup(make_client(50), time.time()) is None
+    assert seen == [False]  # inside the database, the turn was taken
+    assert free_for_another_thread()  # and given back after
