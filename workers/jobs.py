@@ -22,8 +22,13 @@ def run_jobs(job_ids: Iterable[int]) -> dict[str, int]:
     for _ in range(RUN_AHEAD_ROUNDS):
         if not ids:
             break
+        steal = max(0, batch_size() - len(ids))
+        if not jobs.anything_to_run(ids, steal=steal > 0):
+            totals["skipped"] += len(ids)  # another worker's batch took them
+            ids = []
+            break
         with unit_of_work(dispatch_jobs=False) as pending:
-            stats = jobs.run_batch(ids, steal=max(0, batch_size() - len(ids)))
+            stats = jobs.run_batch(ids, steal=steal)
         for key, value in stats.items():
             totals[key] += value
         ids = sorted(set(pending.jobs))

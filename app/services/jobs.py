@@ -82,6 +82,20 @@ def run_batch(job_ids: Sequence[int], *, steal: int = 0) -> dict[str, int]:
     return stats
 
 
+def anything_to_run(job_ids: Sequence[int], *, steal: bool) -> bool:
+    """One cheap read before a batch's transaction: is any of `job_ids` still queued (or,
+    with `steal`, any due job of the default queue)? Under load most messages find their
+    jobs already taken by another worker's batch; they end here instead of running an
+    empty unit of work."""
+    queued = ServiceJob.status == "queued"
+    mine = ServiceJob.id.in_(job_ids)
+    due = (ServiceJob.queue == "default") & (ServiceJob.not_before <= utcnow())
+    found = db.session.execute(select(ServiceJob.id).where(
+        queued & ((mine | due) if steal else mine)).limit(1)).first()
+    db.session.rollback()  # end the read: the batch opens its own transaction
+    return found is not None
+
+
 def _ahead(pending: uow.Pending, locked: dict[int, Any], now: Any) -> list[ServiceJob]:
     ahead = [job for job in pending.new_jobs
              if job.status == "queued" and job.instance_id in locked
