@@ -317,6 +317,11 @@ def _fail(instance: ProcessInstance, exc: Exception) -> None:
     log.warning("instance %s failed: %s", instance.id, exc)
     with _cache_lock:
         _cache.pop(_key(instance.id), None)
+    # An earlier step of this transaction may have queued its write of the row (state,
+    # workflow); the failure replaces it, or flush_workflows would undo the failure.
+    pending = uow.pending()
+    pending.workflows.pop(instance.id, None)
+    pending.instance_changes.pop(instance.id, None)
     instance.state = "failed"
     instance.outcome = {"state": "failed", "reason": "engine_error", "message": str(exc)}
     instance.wake_at = None
