@@ -57,3 +57,23 @@ def settle(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {timeout:.0f}s")
         tick.wait(0.25)
+
+
+BPMN_CASES = Path(__file__).resolve().parent / "data" / "bpmn"
+
+
+def read_case(name: str) -> bytes:
+    """tests/data/bpmn/<name>/process.bpmn (importable from any test directory: a test
+    module's `from conftest import ...` finds whichever conftest comes first on sys.path)."""
+    return (BPMN_CASES / name / "process.bpmn").read_bytes()
+
+
+def bpmn_cases() -> list[tuple[str, bytes, dict[str, object]]]:
+    """(case name, file bytes, expected) for every directory under tests/data/bpmn."""
+    import json
+
+    cases = []
+    for case in sorted(p for p in BPMN_CASES.iterdir() if p.is_dir()):
+        expected = json.loads((case / "expected.json").read_text())
+        cases.append((case.name, (case / "process.bpmn").read_bytes(), expected))
+    return cases

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import read_case
 from lxml import etree
 
 from app.engine.canonical import BpmnXmlError, canonical_xml, diff_definitions, safe_parse
+from lf_support import read_case
 
 LEASE = read_case("valid_lease")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import read_case
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.specs.event_definitions.message import CorrelationProperty
@@ -15,6 +14,7 @@ from SpiffWorkflow.util.task import TaskState
 
 from app.engine.sandbox import ExpressionFailed, ForbiddenExpression
 from app.engine.script_engine import SandboxScriptEngine, ServiceCallRefused
+from lf_support import read_case
 
 
 def _workflow(bpmn: bytes, process_id: str, data: dict, engine=None) -> BpmnWorkflow:

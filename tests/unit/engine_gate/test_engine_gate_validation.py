@@ -7,11 +7,11 @@ import re
 import time
 
 import pytest
-from conftest import bpmn_cases, read_case
 
 from app.engine import canonical
 from app.engine.canonical import BpmnXmlError, safe_parse
 from app.engine.validation import OperationSchema, validate_bpmn
+from lf_support import bpmn_cases, read_case
 
 CASES = bpmn_cases()
 
