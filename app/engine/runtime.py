@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -150,6 +151,21 @@ def _memoized_state_names() -> None:
 
 
 _memoized_state_names()
+
+
+def _explicit_spiff_log_levels() -> None:
+    """SpiffWorkflow adds every task id of the workflow (and each task's data) to its log
+    records when its logger's own level is below INFO, and a logger left NOTSET (0) counts
+    as below: each workflow-level record walked the whole task tree although nothing was
+    printed. An explicit WARNING prints what the root's default did; a level someone set
+    stays."""
+    for name in ("spiff.workflow", "spiff.task"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+_explicit_spiff_log_levels()
 _config = dict(SPIFF_CONFIG)
 _config[ParkedServiceTask] = ServiceTaskConverter
 _config[LeaseflowWorkflow] = CompactWorkflowConverter
