@@ -1,9 +1,12 @@
 """The job runner: what a worker does with a batch of outbox jobs, and the ticker.
 
-A batch runs in one transaction: lock the instances (in id order, so two workers never
-deadlock), re-read which jobs are still queued (a duplicate delivery finds its job done and
-does nothing), run each operation inside a savepoint, and resume its instance with the result
-or the error. Transient errors are retried with backoff as new attempts; spent retries and
+A batch runs in one transaction: read which jobs are still queued (a duplicate delivery
+finds its job done and does nothing), lock their instances (in id order, skipping rows
+another worker holds), run each operation (inside a savepoint unless it declares that it
+needs none; an operation with a batch handler runs all its jobs of the round in one call),
+and resume each instance with its result or error. `engine.start` jobs run the engine from
+the start event. Jobs the round parked on instances this batch holds run ahead in the same
+transaction. Transient errors are retried with backoff as new attempts; spent retries and
 business errors are delivered to the diagram as BPMN errors.
 
 The ticker re-queues jobs whose deadline passed (their worker died or the message was lost),
