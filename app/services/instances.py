@@ -25,7 +25,7 @@ from ..errors import Conflict, Invalid, LeaseflowError, NotFound
 from ..extensions import db
 from ..ipam.addresses import IpamError, parse_address
 from ..models import HumanTask, ProcessInstance, ServiceJob, utcnow
-from . import definitions, subnets, uow
+from . import definitions, ids, subnets, uow
 
 log = logging.getLogger(__name__)
 FINAL = frozenset({"completed", "refused", "aborted", "failed"})
@@ -167,34 +167,44 @@ def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
     definition = definitions.active()
     definitions.spec_by_id(definition.id)  # a definition that does not parse fails here
     outcomes: list[ProcessInstance | LeaseflowError] = []
-    started: list[tuple[ProcessInstance, dict[str, Any], str]] = []
+    accepted: list[tuple[int, dict[str, Any], str]] = []  # (place in outcomes, request, actor)
     for body, actor in requests:
         try:
-            request = lease_request(body)
+            accepted.append((len(outcomes), lease_request(body), actor))
         except LeaseflowError as exc:
             outcomes.append(exc)
             continue
-        subnet_id = request.pop("_subnet_id")
-        instance = ProcessInstance(definition_id=definition.id, definition=definition,
-                                   state="running", request=request, workflow="",
-                                   client_id=request["client_id"], subnet_id=subnet_id)
-        db.session.add(instance)
-        outcomes.append(instance)
-        started.append((instance, request, actor))
-    if not started:
+        outcomes.append(None)  # type: ignore[arg-type]  # the instance, below
+    if not accepted:
         return outcomes
-    db.session.flush()  # one INSERT for the group; the ids go into the jobs and the ledger
+    # With their ids from the sequence, the group's instances and jobs go in as prepared
+    # executemanys instead of one huge INSERT ... RETURNING each.
+    instance_ids = ids.allocate(ProcessInstance, len(accepted)) or [None] * len(accepted)
+    job_ids = ids.allocate(ServiceJob, len(accepted)) or [None] * len(accepted)
+    for (place, request, _), instance_id in zip(accepted, instance_ids, strict=True):
+        subnet_id = request.pop("_subnet_id")
+        instance = ProcessInstance(id=instance_id, definition_id=definition.id,
+                                   definition=definition, state="running", request=request,
+                                   workflow="", client_id=request["client_id"],
+                                   subnet_id=subnet_id)
+        db.session.add(instance)
+        outcomes[place] = instance
+    # The instances go in before the jobs that reference them (without a sequence, as on
+    # SQLite, this one INSERT also gives the ids).
+    db.session.flush()
     now = utcnow()
     deadline = now + timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
     pending = uow.pending()
-    for instance, request, actor in started:
+    for (place, request, actor), job_id in zip(accepted, job_ids, strict=True):
+        instance = outcomes[place]
+        assert isinstance(instance, ProcessInstance)
         uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
                    payload={"process": f"{definition.key}/v{definition.version}",
                             "request": {**request, "instance_id": instance.id}})
         pending.new_jobs.append(ServiceJob(
-            instance_id=instance.id, task_id=START, task_name=START, operation=START,
-            params={}, attempt=1, max_attempts=1, backoff_base=0, status="queued",
-            queue="default", not_before=now, deadline=deadline))
+            id=job_id, instance_id=instance.id, task_id=START, task_name=START,
+            operation=START, params={}, attempt=1, max_attempts=1, backoff_base=0,
+            status="queued", queue="default", not_before=now, deadline=deadline))
     return outcomes
 
 
