@@ -231,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leaseflow bench pipeline", description=__doc__)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="leaseflow worker processes (default: one per core but the "
+                             "API's: on 2 cores, 1)")
     parser.add_argument("--mode", choices=["both", "embedded", "postgres"], default="both")
     parser.add_argument("--process", choices=["default", "foundation"], default="default",
                         help="the shipped default process, or the issue-2 pipeline alone")
