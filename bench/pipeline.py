@@ -155,8 +155,9 @@ def _busy_seconds() -> float:
     the workers, PostgreSQL, Redis), from /proc/stat."""
     with open("/proc/stat") as fh:
         fields = [int(x) for x in fh.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (fields + [0] * 7)[:7]
+    # steal (time the host did not run us) is not CPU the work used
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb() -> float:

@@ -19,16 +19,14 @@ RUN_AHEAD_ROUNDS = 8
 def run_jobs(job_ids: Iterable[int]) -> dict[str, int]:
     ids = sorted(set(int(i) for i in job_ids))
     totals = {"done": 0, "retried": 0, "failed": 0, "skipped": 0}
+    if ids and not jobs.anything_to_run(ids, steal=len(ids) < batch_size()):
+        totals["skipped"] = len(ids)  # another worker's batch took them
+        return totals
     for _ in range(RUN_AHEAD_ROUNDS):
         if not ids:
             break
-        steal = max(0, batch_size() - len(ids))
-        if not jobs.anything_to_run(ids, steal=steal > 0):
-            totals["skipped"] += len(ids)  # another worker's batch took them
-            ids = []
-            break
         with unit_of_work(dispatch_jobs=False) as pending:
-            stats = jobs.run_batch(ids, steal=steal)
+            stats = jobs.run_batch(ids, steal=max(0, batch_size() - len(ids)))
         for key, value in stats.items():
             totals[key] += value
         ids = sorted(set(pending.jobs))

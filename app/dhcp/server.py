@@ -226,10 +226,13 @@ class DhcpServer:
         try:
             pool.submit(self._finish, ask, new, self._clock())
         except BaseException:  # e.g. the pool shut down by stop(): give the slots back
-            self._slots.release()
-            if new:
-                self._new_slots.release()
+            self._release(new)
             raise
+
+    def _release(self, new: bool) -> None:
+        self._slots.release()
+        if new:
+            self._new_slots.release()
 
     def _finish(self, ask: Ask, new: bool, queued_at: float) -> None:
         """On a worker: drop the ask if it went stale while queued, else resolve it."""
@@ -239,9 +242,7 @@ class DhcpServer:
                 return
             self._resolve(ask)
         finally:
-            self._slots.release()
-            if new:
-                self._new_slots.release()
+            self._release(new)
 
     def _resolve(self, ask: Ask) -> None:
         try:

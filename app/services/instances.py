@@ -276,16 +276,23 @@ def flush_workflows(pending: uow.Pending) -> None:
     dirty = pending.workflows
     if not dirty and not pending.new_jobs:
         return
-    db.session.add_all(pending.new_jobs)
-    db.session.flush()  # ORM changes first: new jobs get their ids, direct row edits land
-    pending.jobs.extend(job.id for job in pending.new_jobs)
-    pending.new_jobs.clear()
+    flush_new_jobs(pending)  # ORM changes first: new jobs get their ids, direct edits land
     if dirty:
         _write_instances(pending, [instance for instance, _ in dirty.values()],
                          {key: runtime.serialize(workflow)
                           for key, (_, workflow) in dirty.items()})
     for instance, workflow in dirty.values():
         _remember(instance, workflow)
+
+
+def flush_new_jobs(pending: uow.Pending) -> None:
+    """Insert the jobs the steps of this transaction parked (persist_step keeps them out of
+    the session until now, so that a job run ahead is inserted once, finished) and enqueue
+    their ids for dispatch after commit."""
+    db.session.add_all(pending.new_jobs)
+    db.session.flush()
+    pending.jobs.extend(job.id for job in pending.new_jobs)
+    pending.new_jobs.clear()
 
 
 _CHANGED = ("workflow", "state", "wake_at", "outcome", "lease_id", "version", "updated_at")
@@ -490,8 +497,9 @@ def describe(instance: ProcessInstance, *, with_tasks: bool = False) -> dict[str
         out["jobs"] = [{"id": j.id, "task": j.task_name, "operation": j.operation,
                         "attempt": j.attempt, "status": j.status, "error": j.error}
                        for j in db.session.execute(select(ServiceJob).where(
-                           ServiceJob.instance_id == instance.id)  # jobs that ran ahead
-                           .order_by(ServiceJob.created_at, ServiceJob.id)).scalars()]  # land last
+                           ServiceJob.instance_id == instance.id)
+                           # by creation: a job that ran ahead is inserted when it finished
+                           .order_by(ServiceJob.created_at, ServiceJob.id)).scalars()]
     return out
 
 

@@ -261,9 +261,12 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _change(lease: Lease, event: LeaseEvent, actor: str,
-            detail: Mapping[str, Any] | None = None) -> Lease:
+            detail: Mapping[str, Any] | None = None, *,
+            expires_at: datetime | None = None) -> Lease:
     before = LeaseState(lease.state)
     after = transition(before, event)  # raises IllegalTransition, nothing changed
+    if expires_at is not None:  # moved only once the transition is known to be legal
+        lease.expires_at = expires_at
     lease.state = after.value
     lease.updated_at = utcnow()
     _history(lease, event, before, after, actor, detail=detail)
@@ -285,11 +288,10 @@ def commit(lease_id: int, *, actor: str = "system") -> Lease:
     if lease.state == LeaseState.BOUND.value:
         return lease
     try:
-        transition(LeaseState(lease.state), LeaseEvent.COMMIT)  # refuse before any change
+        return _change(lease, LeaseEvent.COMMIT, actor,
+                       expires_at=utcnow() + timedelta(seconds=lease.subnet.lease_time))
     except IllegalTransition as exc:
         raise BusinessError(str(exc), code="lease_not_offered") from None
-    lease.expires_at = utcnow() + timedelta(seconds=lease.subnet.lease_time)
-    return _change(lease, LeaseEvent.COMMIT, actor)
 
 
 RELEASE_EVENTS = {"release": LeaseEvent.RELEASE, "expire": LeaseEvent.EXPIRE,
@@ -310,8 +312,8 @@ def release(lease_id: int, *, reason: str = "release", actor: str = "system") ->
 
 def renew(lease: Lease, *, actor: str = "system", lease_time: int | None = None) -> Lease:
     seconds = lease_time or lease.subnet.lease_time
-    lease.expires_at = utcnow() + timedelta(seconds=seconds)
-    return _change(lease, LeaseEvent.RENEW, actor, {"lease_time": seconds})
+    return _change(lease, LeaseEvent.RENEW, actor, {"lease_time": seconds},
+                   expires_at=utcnow() + timedelta(seconds=seconds))
 
 
 def _address(ip: str) -> int:

@@ -169,7 +169,7 @@ def migrate(key: str, from_version: int, to_version: int, *, actor: str) -> Proc
         instance.definition = target
         # The same bookkeeping as any engine step: workflow, jobs, inbox tasks, next wake-up.
         instances.persist_step(instance, workflow, report)
-        db.session.flush()
+        instances.flush_new_jobs(uow.pending())  # the jobs it parked, with their ids
         item.created_jobs = sorted(_ids_of(ServiceJob, instance_id) - jobs_before)
         item.created_tasks = sorted(_ids_of(HumanTask, instance_id) - tasks_before)
         item.checksum_after = runtime.checksum(runtime.serialize(workflow))
