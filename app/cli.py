@@ -233,7 +233,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"API token: {settings.api_token}")
     server = None
     if settings.dhcp_interface:
-        server = _start_dhcp(app, settings.dhcp_interface, settings.dhcp_port, workers=16)
+        server = _start_dhcp(app, settings.dhcp_interface, settings.dhcp_port)
     sys.stdout.flush()
     try:
         _serve_web(app, settings.http)
@@ -246,13 +246,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_dhcp(app: Any, interface: str, port: int, *, workers: int) -> Any:
+def _start_dhcp(app: Any, interface: str, port: int, *, workers: int | None = None,
+                dora: str | None = None) -> Any:
     """The DHCP server driven by the lease process; config errors are one clear line."""
     from .dhcp.errors import DhcpError
     from .dhcp.process_backend import start_server
 
     try:
-        server = start_server(app, interface=interface, port=port, workers=workers)
+        server = start_server(app, interface=interface, port=port, workers=workers, dora=dora)
     except DhcpError as exc:
         raise LeaseflowError(f"DHCP server on {interface}: {exc}") from None
     except OSError as exc:
@@ -277,7 +278,7 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     if settings.embedded_broker:
         _start_ticker(app, stop)  # offer and lease timers (Celery workers tick otherwise)
     port = args.port if args.port is not None else settings.dhcp_port
-    server = _start_dhcp(app, args.interface, port, workers=args.workers)
+    server = _start_dhcp(app, args.interface, port, workers=args.workers, dora=args.dora)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
@@ -355,8 +356,13 @@ def parser() -> argparse.ArgumentParser:
     dh = sub.add_parser("dhcp", help="the DHCPv4 server, driven by the lease process")
     dh.add_argument("--interface", required=True)
     dh.add_argument("--port", type=int, default=None, help="default LEASEFLOW_DHCP_PORT (67)")
-    dh.add_argument("--workers", type=int, default=16,
-                    help="threads that wait for the lease process")
+    dh.add_argument("--workers", type=int, default=None,
+                    help="threads that wait for the lease process (default 16; 64 with "
+                         "--dora fast)")
+    dh.add_argument("--dora", choices=["process", "fast"], default=None,
+                    help="how new clients are answered (default LEASEFLOW_DHCP_DORA, "
+                         "'process'): each exchange waits for its dhcp_lease instance, or "
+                         "'fast': group-committed OFFER/ACK, the instance follows")
     dh.set_defaults(func=cmd_dhcp)
     for name in ("operator", "swaybar"):
         s = sub.add_parser(name, help=f"{name} (see SPEC)")

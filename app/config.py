@@ -41,6 +41,10 @@ class Settings:
     http: str = "127.0.0.1:8080"
     dhcp_interface: str = ""
     dhcp_port: int = 67
+    # How the DHCP server answers a new client (extension of SPEC §4): "process" (each DORA
+    # waits for its dhcp_lease instance) or "fast" (group-committed OFFER/ACK, the instance
+    # follows; see app/services/dora.py).
+    dhcp_dora: str = "process"
     # Engine and worker tuning (extensions of SPEC §4).
     job_timeout: float = 30.0  # a job not done by then is handed to another worker
     tick_interval: float = 1.0  # how often the ticker re-queues stale jobs and wakes timers

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
 from app.dhcp.config import ServerConfig, SubnetConfig
+from app.dhcp.errors import ConfigError
 from app.dhcp.server import DhcpServer
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class ProcessLeaseBackend:
         self._turn: AbstractContextManager[Any] = contextlib.nullcontext()
         if str(app.config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
             self._turn = app.extensions.setdefault("leaseflow_dhcp_turn", threading.RLock())
+
+    def close(self) -> None:
+        """Nothing to release here; the fast path's backend ends its group commit."""
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -339,19 +343,43 @@ def server_config(app: Flask, *, interface: str, server_id: str | None = None,
                         offer_lifetime=offer_lifetime, workers=workers)
 
 
-def start_server(app: Flask, *, interface: str, port: int = 67, workers: int = 16,
+DORA_PATHS = ("process", "fast")
+
+
+def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | None = None,
                  patience: float = DEFAULT_PATIENCE, server_id: str | None = None,
-                 sock: socket.socket | None = None) -> DhcpServer:
+                 sock: socket.socket | None = None, dora: str | None = None) -> DhcpServer:
     """Start a DHCP server on `interface` driven by the lease process; `stop_server` ends it.
 
-    Backend calls wait for the process, so they run on `workers` threads (at least one).
+    `dora` (default `LEASEFLOW_DHCP_DORA`): "process", each new client's exchange waits for
+    its instance; "fast", exchanges are group-committed and the instance follows
+    (`app.dhcp.fast_backend`). Backend calls may wait, so they run on `workers` threads
+    (default 16 on the process path, 64 on the fast one, where each waits for its group).
     """
+    dora = dora or app.config["LEASEFLOW"].dhcp_dora
+    if dora not in DORA_PATHS:
+        raise ConfigError(f"unknown DORA path {dora!r} (LEASEFLOW_DHCP_DORA): "
+                          f"choose {' or '.join(DORA_PATHS)}")
+    if workers is None:
+        workers = 64 if dora == "fast" else 16
     config = server_config(app, interface=interface, server_id=server_id,
                            workers=max(1, workers))
-    backend = ProcessLeaseBackend(app, patience=patience, offer_lifetime=config.offer_lifetime)
+    backend: ProcessLeaseBackend
+    if dora == "fast":
+        from app.dhcp.fast_backend import FastLeaseBackend
+
+        backend = FastLeaseBackend(app, patience=patience,
+                                   offer_lifetime=config.offer_lifetime)
+    else:
+        backend = ProcessLeaseBackend(app, patience=patience,
+                                      offer_lifetime=config.offer_lifetime)
     server = DhcpServer(interface=interface, config=config, backend=backend, port=port,
                         sock=sock)
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        backend.close()
+        raise
     with _running_lock:
         _running.append(server)
     return server
@@ -362,6 +390,8 @@ def stop_server(server: DhcpServer) -> None:
         if server in _running:
             _running.remove(server)
     server.stop()
+    if isinstance(server.backend, ProcessLeaseBackend):
+        server.backend.close()
 
 
 def running_counters() -> dict[str, dict[str, int]]:

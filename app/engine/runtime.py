@@ -215,6 +215,10 @@ class ProcessSpec:
     subprocess_specs: Mapping[str, Any]
     operations: frozenset[str]
 
+    def has_task(self, task_id: str) -> bool:
+        """Whether the process (not its subprocesses) has an element with this id."""
+        return task_id in self.spec.task_specs
+
 
 # --- specs --------------------------------------------------------------------------------
 

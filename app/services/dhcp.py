@@ -74,7 +74,7 @@ def client_key(identity: bytes) -> str:
     return text
 
 
-def _view(lease: Lease | None) -> LeaseView | None:
+def view(lease: Lease | None) -> LeaseView | None:
     if lease is None:
         return None
     return LeaseView(lease_id=lease.id, instance_id=lease.instance_id,
@@ -92,14 +92,14 @@ def _subnet_id(cidr: str) -> int:
 
 def holding(cidr: str, client_id: str) -> LeaseView | None:
     """The client's offered or bound lease on the subnet."""
-    return _view(db.session.execute(select(Lease).where(
+    return view(db.session.execute(select(Lease).where(
         Lease.subnet_id == _subnet_id(cidr), Lease.client_id == client_id,
         Lease.state.in_(HOLDING)).order_by(Lease.id.desc()).limit(1)).scalar_one_or_none())
 
 
 def latest(cidr: str, client_id: str) -> LeaseView | None:
     """The client's most recent lease on the subnet, in any state."""
-    return _view(db.session.execute(select(Lease).where(
+    return view(db.session.execute(select(Lease).where(
         Lease.subnet_id == _subnet_id(cidr), Lease.client_id == client_id)
         .order_by(Lease.id.desc()).limit(1)).scalar_one_or_none())
 
@@ -110,7 +110,7 @@ def holder_of(cidr: str, address: str) -> LeaseView | None:
         value = parse_address(address, field="address")
     except IpamError:
         return None
-    return _view(db.session.execute(select(Lease).where(
+    return view(db.session.execute(select(Lease).where(
         Lease.subnet_id == _subnet_id(cidr), Lease.address == value,
         Lease.state.in_(HOLDING)).limit(1)).scalar_one_or_none())
 
@@ -133,7 +133,7 @@ def observe(instance_id: int) -> InstanceView:
     instance = instances.get(instance_id)
     lease = db.session.get(Lease, instance.lease_id) if instance.lease_id else None
     return InstanceView(instance_id=instance.id, state=instance.state,
-                        outcome=dict(instance.outcome or {}), lease=_view(lease))
+                        outcome=dict(instance.outcome or {}), lease=view(lease))
 
 
 def is_live(instance_id: int | None) -> bool:
@@ -223,7 +223,7 @@ def renew_bound(lease_id: int, client_id: str, *, actor: str) -> LeaseView | Non
         tell(lease.instance_id, "lease_renew", {"expires_at": lease.expires_at.isoformat()
                                                 if lease.expires_at else None}, actor=actor)
     db.session.flush()
-    return _view(lease)
+    return view(lease)
 
 
 def give_back(lease_id: int, *, reason: str, actor: str) -> None:

@@ -13,6 +13,7 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..engine import runtime
 from ..errors import Conflict, Invalid, LeaseflowError, NotFound
 from ..extensions import db
 from ..ipam.addresses import IpamError, parse_address
-from ..models import HumanTask, ProcessInstance, ServiceJob, utcnow
+from ..models import HumanTask, ProcessDefinition, ProcessInstance, ServiceJob, utcnow
 from . import definitions, ids, subnets, uow
 
 log = logging.getLogger(__name__)
@@ -156,56 +157,79 @@ def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
 def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
                  ) -> list[ProcessInstance | LeaseflowError]:
     """Accept one lease instance per (body, actor); a body that fails its checks gets its
-    error in its place.
-
-    The start event is an asynchronous continuation (Camunda's asyncBefore): this
-    transaction stores each instance with its request and an `engine.start` job in the
-    outbox, and a worker runs the engine from the start event on (`begin`). The request
-    path stays short, and a lease's first engine steps, its reservation and its commit run
-    in one worker transaction with one save of the workflow.
-    """
+    error in its place (see `accept_many` for what accepting stores)."""
     definition = definitions.active()
     definitions.spec_by_id(definition.id)  # a definition that does not parse fails here
     outcomes: list[ProcessInstance | LeaseflowError] = []
-    accepted: list[tuple[int, dict[str, Any], str]] = []  # (place in outcomes, request, actor)
+    accepted: list[tuple[int, Accepted]] = []  # (place in outcomes, what to store)
     for body, actor in requests:
         try:
-            accepted.append((len(outcomes), lease_request(body), actor))
+            request = lease_request(body)
         except LeaseflowError as exc:
             outcomes.append(exc)
             continue
+        accepted.append((len(outcomes), Accepted(
+            request=request, actor=actor, subnet_id=request.pop("_subnet_id"),
+            client_id=request["client_id"])))
         outcomes.append(None)  # type: ignore[arg-type]  # the instance, below
-    if not accepted:
-        return outcomes
+    for (place, _), instance in zip(accepted, accept_many(definition,
+                                                          [a for _, a in accepted]),
+                                    strict=True):
+        outcomes[place] = instance
+    return outcomes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Accepted:
+    """One instance to store: its `lease_request`, who asked, and the row's keys."""
+
+    request: dict[str, Any]
+    actor: str
+    subnet_id: int
+    client_id: str
+    lease_id: int | None = None  # set when the lease exists already (DHCP fast path)
+
+
+def accept_many(definition: ProcessDefinition,
+                entries: Sequence[Accepted]) -> list[ProcessInstance]:
+    """Store one instance of `definition` per entry, with an `engine.start` job each.
+
+    The start event is an asynchronous continuation (Camunda's asyncBefore): this
+    transaction stores each instance with its request and an `engine.start` job in the
+    outbox, and a worker runs the engine from the start event on (`begin`). The caller's
+    path stays short, and a lease's first engine steps, its reservation and its commit run
+    in one worker transaction with one save of the workflow.
+    """
+    if not entries:
+        return []
     # With their ids from the sequence, the group's instances and jobs go in as prepared
     # executemanys instead of one huge INSERT ... RETURNING each.
-    instance_ids = ids.allocate(ProcessInstance, len(accepted)) or [None] * len(accepted)
-    job_ids = ids.allocate(ServiceJob, len(accepted)) or [None] * len(accepted)
-    for (place, request, _), instance_id in zip(accepted, instance_ids, strict=True):
-        subnet_id = request.pop("_subnet_id")
+    instance_ids = ids.allocate(ProcessInstance, len(entries)) or [None] * len(entries)
+    job_ids = ids.allocate(ServiceJob, len(entries)) or [None] * len(entries)
+    created = []
+    for entry, instance_id in zip(entries, instance_ids, strict=True):
         instance = ProcessInstance(id=instance_id, definition_id=definition.id,
-                                   definition=definition, state="running", request=request,
-                                   workflow="", client_id=request["client_id"],
-                                   subnet_id=subnet_id)
+                                   definition=definition, state="running",
+                                   request=entry.request, workflow="",
+                                   client_id=entry.client_id, subnet_id=entry.subnet_id,
+                                   lease_id=entry.lease_id)
         db.session.add(instance)
-        outcomes[place] = instance
+        created.append(instance)
     # The instances go in before the jobs that reference them (without a sequence, as on
     # SQLite, this one INSERT also gives the ids).
     db.session.flush()
     now = utcnow()
     deadline = now + timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
     pending = uow.pending()
-    for (place, request, actor), job_id in zip(accepted, job_ids, strict=True):
-        instance = outcomes[place]
-        assert isinstance(instance, ProcessInstance)
-        uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
+    for entry, instance, job_id in zip(entries, created, job_ids, strict=True):
+        uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=entry.actor,
                    payload={"process": f"{definition.key}/v{definition.version}",
-                            "request": {**request, "instance_id": instance.id}})
+                            "request": {**entry.request, "instance_id": instance.id}})
         pending.new_jobs.append(ServiceJob(
             id=job_id, instance_id=instance.id, task_id=START, task_name=START,
             operation=START, params={}, attempt=1, max_attempts=1, backoff_base=0,
             status="queued", queue="default", not_before=now, deadline=deadline))
-    return outcomes
+    return created
 
 
 def begin(instance: ProcessInstance) -> None:
@@ -395,8 +419,10 @@ def backoff_seconds(job: ServiceJob) -> float:
 def send_message(instance_id: int, name: str, payload: Mapping[str, Any], *,
                  actor: str) -> ProcessInstance:
     instance = lock(instance_id)
-    if instance.state in FINAL:
-        raise Conflict(f"instance {instance_id} has ended ({instance.state})",
+    if not instance.workflow and instance.id not in uow.pending().workflows:
+        begin(instance)  # accepted, not started yet: its start job will find it started
+    if current_state(instance) in FINAL:
+        raise Conflict(f"instance {instance_id} has ended ({current_state(instance)})",
                        code="instance_ended")
     workflow = workflow_of(instance)
     try:

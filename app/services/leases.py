@@ -45,6 +45,7 @@ class Ask:
     requested_ip: str | None = None
     avoid: tuple[str, ...] = ()
     actor: str = "system"
+    hold_seconds: float | None = None  # how long the offer holds (default: the lease time)
 
 
 @dataclass(kw_only=True)
@@ -157,7 +158,7 @@ def _plan(index: int, ask: Ask, target: Subnet, recent: list[Any],
               "client_id": ask.client_id, "instance_id": ask.instance_id,
               "hostname": ask.hostname, "owner": ask.owner, "hwaddr": ask.hwaddr,
               "created_at": now, "updated_at": now,
-              "expires_at": now + timedelta(seconds=target.lease_time)}
+              "expires_at": now + timedelta(seconds=ask.hold_seconds or target.lease_time)}
     queue = preferred(pool, current=None, previous=previous, requested=requested) + \
         random_probes(pool, PROBES, _rng)
     return _Plan(index=index, target=target, pool=pool, values=values, actor=ask.actor,
@@ -308,6 +309,19 @@ def release(lease_id: int, *, reason: str = "release", actor: str = "system") ->
     if lease.state not in HOLDING_VALUES:
         return lease
     return _change(lease, RELEASE_EVENTS[reason], actor)
+
+
+def reclaim_offers(limit: int = 500, *, actor: str = "system") -> int:
+    """Free offers that ran out with no instance to time them: the fast DORA path's
+    (`services.dora`), whose client never came back with a REQUEST. An instance's offer
+    has its own timer and is left to it. Rows another transaction holds are skipped."""
+    due = db.session.execute(select(Lease).where(
+        Lease.state == LeaseState.OFFERED.value, Lease.instance_id.is_(None),
+        Lease.expires_at < utcnow()).order_by(Lease.expires_at).limit(limit)
+        .with_for_update(skip_locked=True)).scalars().all()
+    for lease in due:
+        _change(lease, LeaseEvent.ABANDON, actor, {"reason": "offer_timeout"})
+    return len(due)
 
 
 def renew(lease: Lease, *, actor: str = "system", lease_time: int | None = None) -> Lease:

@@ -1,0 +1,83 @@
+"""`FastLeaseBackend`: the DHCP server's fast DORA path (`leaseflow dhcp --dora fast`).
+
+DISCOVERs and REQUESTs of new clients are handed to one group commit: every exchange
+waiting at that moment is answered from one transaction (`app.services.dora`), and the
+`dhcp_lease` instance of each bound lease is stored with it and started by a worker. The
+ACK goes out only after that transaction committed. Everything else — renewals of a bound
+lease, RELEASE, DECLINE, an offer taken elsewhere, lookups — is the process backend's, so
+the instance hears about it as on the process path.
+
+An exchange not answered within the client's patience gets silence (the client
+retransmits), never a wrong answer; a failed group commit fails only its own exchanges.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING
+
+from app.dhcp.backend import Binding, Client, Refusal
+from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app.services.dora import Discover, Outcome, Request
+
+log = logging.getLogger(__name__)
+
+
+class FastLeaseBackend(ProcessLeaseBackend):
+    def __init__(self, app: Flask, *, patience: float = DEFAULT_PATIENCE,
+                 offer_lifetime: float = 30.0, actor: str = "dhcp",
+                 max_group: int = 256) -> None:
+        from app.services import dora
+        from app.services.group import GroupCommit
+
+        super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
+        with app.app_context():
+            self._read(dora.check_process)  # fail at start, not on the first REQUEST
+        self._group: GroupCommit[Discover | Request, Outcome] = GroupCommit(
+            app, lambda asks: dora.run(asks, actor=actor), name="dhcp-dora",
+            max_group=max_group, guard=self._turn)
+
+    def close(self) -> None:
+        self._group.close()
+
+    def _exchange(self, ask: Discover | Request) -> Outcome:
+        try:
+            return self._group.submit(ask, timeout=self.patience)
+        except FutureTimeout:
+            return None  # answered later, or not at all: silence, the client retransmits
+        except Exception as exc:  # the group's transaction failed; the client retransmits
+            log.warning("DHCP exchange of %s not stored: %s", ask.client_id, exc)
+            return None
+
+    def offer(self, client: Client, requested: str | None, now: float) -> Binding | None:
+        from app.services import dhcp, dora
+
+        outcome = self._exchange(dora.Discover(
+            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
+            hwaddr=_hwaddr(client), hostname=client.hostname, requested_ip=requested,
+            offer_lifetime=self.offer_lifetime))
+        if not isinstance(outcome, dhcp.LeaseView):
+            return None
+        if outcome.state == "offered":
+            return self._binding(client, outcome, client.subnet.lease_time)
+        return self._binding(client, outcome)
+
+    def _request(self, client: Client, address: str) -> Binding | Refusal | None:
+        """Bind `address` (SELECTING, or a reboot we hold no lease for) in a group."""
+        from app.services import dhcp, dora
+
+        if not client.subnet.in_pool(address):
+            return Refusal(reason="address not in the pool")
+        outcome = self._exchange(dora.Request(
+            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
+            address=address, hwaddr=_hwaddr(client), hostname=client.hostname))
+        if isinstance(outcome, dora.Refused):
+            return Refusal(reason=outcome.reason)
+        if outcome is None:
+            return None
+        return self._binding(client, outcome)

@@ -1,0 +1,173 @@
+"""The fast DORA path (`leaseflow dhcp --dora fast`): OFFER and ACK from group-committed
+transactions, the `dhcp_lease` instance follows and governs the rest of the lease's life."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+from test_dhcp_process_backend import count, instance_of, lease_of, wait_instance
+
+from app.dhcp.backend import Binding, Client, Refusal
+from app.dhcp.fast_backend import FastLeaseBackend
+from app.errors import LeaseflowError
+from app.extensions import db
+from app.models import AuditEntry, Lease, ProcessInstance, ServiceJob
+
+MakeClient = Callable[..., Client]
+
+
+@pytest.fixture
+def fast(dhcp_app: Flask) -> Iterator[FastLeaseBackend]:
+    backend = FastLeaseBackend(dhcp_app, patience=20.0, offer_lifetime=30.0)
+    yield backend
+    backend.close()
+
+
+def dora(backend: FastLeaseBackend, client: Client) -> Binding:
+    offer = backend.offer(client, None, time.time())
+    assert isinstance(offer, Binding) and offer.state == "offered"
+    ack = backend.commit(client, offer.address, time.time())
+    assert isinstance(ack, Binding) and ack.state == "bound", ack
+    assert ack.address == offer.address
+    return ack
+
+
+def audit_kinds(app: Flask) -> list[str]:
+    with app.app_context():
+        return [e.kind for e in db.session.execute(
+            select(AuditEntry).order_by(AuditEntry.seq)).scalars()]
+
+
+def test_an_offer_needs_no_instance_and_the_ack_stores_one_that_adopts_the_binding(
+        dhcp_app, fast, make_client):
+    client = make_client(1)
+    offer = fast.offer(client, None, time.time())
+    assert offer is not None and offer.lease_time == 600
+    assert count(dhcp_app, ProcessInstance) == 0  # the offer is the allocator's alone
+    assert lease_of(dhcp_app, client)["state"] == "offered"
+    ack = fast.commit(client, offer.address, time.time())
+    assert isinstance(ack, Binding) and ack.state == "bound" and ack.lease_time == 600
+    lease = lease_of(dhcp_app, client)
+    assert lease["state"] == "bound" and lease["instance_id"] is not None
+    # The instance follows: a worker starts it, and the diagram adopts the binding
+    # instead of reserving and committing again.
+    instance = wait_instance(dhcp_app, client, "waiting")
+    assert instance["lease_id"] == lease["id"] == lease_of(dhcp_app, client)["id"]
+    with dhcp_app.app_context():
+        operations = set(db.session.execute(select(ServiceJob.operation)).scalars())
+    assert operations == {"engine.start"}
+    kinds = audit_kinds(dhcp_app)
+    assert kinds.index("lease.reserve") < kinds.index("lease.commit") \
+        < kinds.index("instance.start")
+
+
+def test_a_retransmitted_discover_gets_the_same_offer(dhcp_app, fast, make_client):
+    client = make_client(2)
+    first = fast.offer(client, None, time.time())
+    again = fast.offer(client, None, time.time())
+    assert first is not None and again is not None and again.address == first.address
+    assert count(dhcp_app, Lease) == 1
+
+
+def test_the_requested_address_is_honoured_when_free(fast, make_client):
+    offer = fast.offer(make_client(3), "10.66.0.13", time.time())
+    assert offer is not None and offer.address == "10.66.0.13"
+
+
+def test_release_reaches_the_following_instance(dhcp_app, fast, make_client):
+    client = make_client(4)
+    ack = dora(fast, client)
+    # Whether or not a worker started the instance yet, the RELEASE is its message.
+    fast.release(client, ack.address, time.time())
+    instance = wait_instance(dhcp_app, client, "completed")
+    assert instance["outcome"]["reason"] == "released"
+    assert lease_of(dhcp_app, client)["state"] == "released"
+
+
+def test_a_renewal_moves_the_expiry_and_tells_the_instance(dhcp_app, fast, make_client):
+    client = make_client(5)
+    ack = dora(fast, client)
+    before = lease_of(dhcp_app, client)["expires_at"]
+    renewed = fast.renew(client, ack.address, time.time())
+    assert isinstance(renewed, Binding) and renewed.state == "bound"
+    assert lease_of(dhcp_app, client)["expires_at"] > before
+    assert "instance.message.lease_renew" in audit_kinds(dhcp_app)
+
+
+def test_someone_elses_address_is_refused(dhcp_app, fast, make_client):
+    owner, other = make_client(6), make_client(7)
+    ack = dora(fast, owner)
+    assert isinstance(fast.commit(other, ack.address, time.time()), Refusal)
+    assert isinstance(fast.commit(other, "10.77.0.5", time.time()), Refusal)  # not our pool
+    assert lease_of(dhcp_app, owner)["state"] == "bound"
+
+
+def test_a_request_without_our_offer_binds_the_address_if_free(dhcp_app, fast, make_client):
+    client = make_client(8)
+    ack = fast.commit(client, "10.66.0.12", time.time())  # e.g. INIT-REBOOT after a restart
+    assert isinstance(ack, Binding) and ack.address == "10.66.0.12" and ack.state == "bound"
+    wait_instance(dhcp_app, client, "waiting")
+
+
+def test_an_exhausted_pool_means_silence_and_no_instance(dhcp_app, fast, make_client):
+    clients = [make_client(20 + n) for n in range(6)]  # the pool holds 5
+    offers = [fast.offer(c, None, time.time()) for c in clients]
+    assert sum(o is not None for o in offers) == 5 and offers[-1] is None
+    assert count(dhcp_app, ProcessInstance) == 0
+
+
+def test_an_offer_nobody_takes_is_reclaimed_by_the_ticker(dhcp_app, make_client):
+    from lf_support import settle
+    from workers.jobs import tick
+
+    backend = FastLeaseBackend(dhcp_app, patience=20.0, offer_lifetime=0.5)
+    try:
+        client = make_client(9)
+        assert backend.offer(client, None, time.time()) is not None
+
+        def ticked_away() -> bool:
+            with dhcp_app.app_context():
+                tick()
+            return lease_of(dhcp_app, client)["state"] == "abandoned"
+
+        settle(ticked_away, 20, "the reclaim of an untaken offer")
+    finally:
+        backend.close()
+    assert "lease.abandon" in audit_kinds(dhcp_app)
+
+
+def test_concurrent_clients_racing_for_a_small_pool_never_share_an_address(
+        dhcp_app, fast, make_client):
+    clients = [make_client(40 + n) for n in range(8)]  # 8 clients, 5 addresses
+
+    def exchange(client: Client) -> str | None:
+        offer = fast.offer(client, None, time.time())
+        if offer is None:
+            return None
+        ack = fast.commit(client, offer.address, time.time())
+        return ack.address if isinstance(ack, Binding) else None
+
+    with ThreadPoolExecutor(8) as pool:
+        got = [a for a in pool.map(exchange, clients) if a is not None]
+    assert len(got) == len(set(got)) == 5
+    with dhcp_app.app_context():
+        holders = db.session.execute(select(Lease.address, func.count()).where(
+            Lease.state.in_(["offered", "bound"])).group_by(Lease.address)).all()
+    assert len(holders) == 5 and all(n == 1 for _, n in holders)
+
+
+def test_a_process_that_cannot_adopt_a_binding_is_refused_at_start(dhcp_app):
+    from app.services import definitions
+    from app.services.uow import unit_of_work
+
+    shipped = (definitions.PROCESSES_DIR / "dhcp_lease.bpmn").read_text()
+    with dhcp_app.app_context(), unit_of_work():
+        definitions.store(shipped.replace("adopt_binding", "take_over"), author="test",
+                          activate=True)
+    with pytest.raises(LeaseflowError, match="cannot follow leases bound on the fast"):
+        FastLeaseBackend(dhcp_app, patience=1.0)
