@@ -69,15 +69,6 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
     def _request(self, client: Client, address: str) -> Binding | Refusal | None:
         """Bind `address` (SELECTING, or a reboot we hold no lease for) in a group."""
-        from app.services import dhcp, dora
-
         if not client.subnet.in_pool(address):
             return Refusal(reason="address not in the pool")
-        outcome = self._exchange(dora.Request(
-            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
-            address=address, hwaddr=_hwaddr(client), hostname=client.hostname))
-        if isinstance(outcome, dora.Refused):
-            return Refusal(reason=outcome.reason)
-        if outcome is None:
-            return None
-        return self._binding(client, outcome)
+        return self._answer(client, self._exchange(self._dora_request(client, address)))

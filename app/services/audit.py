@@ -15,6 +15,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..ledger import GENESIS_HASH, canonical_json, row_hash
 from ..models import AuditEntry, LedgerHead
+from . import uow
 
 
 def _head() -> LedgerHead:
@@ -42,5 +43,5 @@ def flush(entries: Sequence[dict[str, Any]]) -> None:
                      "subject": entry["subject"], "payload": payload, "prev_hash": prev,
                      "hash": digest})
         prev = digest
-    db.session.execute(AuditEntry.__table__.insert(), rows)
+    uow.insert_rows(AuditEntry.__table__, rows)
     head.seq, head.hash = seq, prev

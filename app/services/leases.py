@@ -226,10 +226,13 @@ def _insert(rows: list[dict[str, Any]]) -> list[Lease]:
     """The leases inserted; a row whose address is held is left out (the index said no)."""
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Lease).values(rows).on_conflict_do_nothing(
+    # Rows as parameters (not .values(rows)): the statement compiles once and is cached,
+    # and SQLAlchemy's insertmanyvalues still sends it as a few multi-row INSERTs. A
+    # statement with the rows inside compiled anew for every batch size (~10 ms each).
+    stmt = insert(Lease).on_conflict_do_nothing(
         index_elements=["subnet_id", "address"], index_where=text(HOLDING_SQL),
     ).returning(Lease)
-    inserted = list(db.session.execute(stmt).scalars())
+    inserted = list(db.session.execute(stmt, rows).scalars())
     fresh = uow.pending().fresh_leases
     for lease in inserted:
         # Nobody else can see, let alone change, a row this transaction inserted: later

@@ -67,9 +67,10 @@ def start_server(app: Flask, dhcp_network) -> Iterator[Callable[..., Any]]:
     servers: list[Any] = []
     sockets: list[Any] = []
 
-    def make(lease_time: int = 600, renewal_time: int | None = None) -> Any:
+    def make(lease_time: int = 600, renewal_time: int | None = None,
+             dora: str = "process") -> Any:
         """`renewal_time`: a T1 shorter than the subnets allow (60 s at least), so a test
-        sees clients renew within seconds."""
+        sees clients renew within seconds; `dora`: the server's DORA path."""
         from dataclasses import replace
 
         from app.dhcp.process_backend import ProcessLeaseBackend, server_config
@@ -82,7 +83,7 @@ def start_server(app: Flask, dhcp_network) -> Iterator[Callable[..., Any]]:
         sockets.append(socket_in(ns))
         if renewal_time is None:
             server = start(app, interface=ns.interface, sock=sockets[-1], server_id=ns.ip,
-                           patience=10.0)
+                           patience=10.0, dora=dora)
         else:
             config = server_config(app, interface=ns.interface, server_id=ns.ip)
             config = replace(config, subnets=tuple(

@@ -77,6 +77,27 @@ def test_client_binds_through_the_lease_process(app, start_server, make_client, 
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
+def test_client_binds_on_the_fast_dora_path_and_the_instance_follows(
+        app, start_server, make_client, kind):
+    server = start_server(dora="fast")
+    client = make_client(kind)
+    address = bound(kind, client)
+    lease = lease_at(app, address)
+    assert lease["state"] == "bound" and lease["hwaddr"] == mac_of(client)
+    assert lease["history"][:2] == ["reserve", "commit"]
+    # The instance was stored with the binding; a worker starts it and it adopts the lease.
+    assert WAITERS.wait(lease["instance_id"],
+                        lambda: lease_at(app, address)["instance"] == "waiting", 20)
+    assert lease_at(app, address)["process"] == "dhcp_lease"
+    assert server.counters.snapshot().get("backend_errors", 0) == 0
+    if kind != "udhcpc":  # the RELEASE is the instance's message, as on the process path
+        result = client.release()
+        assert result.returncode == 0, result.stderr
+        settle(lambda: lease_at(app, address)["instance"] == "completed", 20, "the release")
+        assert lease_at(app, address)["state"] == "released"
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
 def test_client_renewal_moves_the_expiry_on_the_fast_path(app, start_server, make_client, kind):
     # T1 at 3 s: the client unicasts a REQUEST (RENEWING) to us.
     server = start_server(lease_time=60, renewal_time=3)

@@ -43,8 +43,18 @@ def two_apps(tmp_path: Path, pg_database: str) -> Iterator[tuple[Flask, Flask]]:
             db.engine.dispose()
 
 
-def test_two_servers_on_one_postgres_never_hand_out_one_address_twice(two_apps) -> None:
-    backends = [ProcessLeaseBackend(app, patience=30.0) for app in two_apps]
+def backends_for(apps: tuple[Flask, Flask], paths: tuple[str, str]) -> list[ProcessLeaseBackend]:
+    from app.dhcp.fast_backend import FastLeaseBackend
+
+    return [FastLeaseBackend(app, patience=30.0) if path == "fast"
+            else ProcessLeaseBackend(app, patience=30.0) for app, path in zip(apps, paths)]
+
+
+@pytest.mark.parametrize("paths", [("process", "process"), ("fast", "fast"),
+                                   ("fast", "process")], ids="-".join)
+def test_two_servers_on_one_postgres_never_hand_out_one_address_twice(
+        two_apps, paths) -> None:
+    backends = backends_for(two_apps, paths)
     clients = [Client(subnet=SUBNET, client_id=bytes((1, 2, 0, 0, 0, 9, n)),
                       chaddr=bytes((2, 0, 0, 0, 9, n))) for n in range(12)]
 
@@ -63,3 +73,5 @@ def test_two_servers_on_one_postgres_never_hand_out_one_address_twice(two_apps) 
         holders = db.session.execute(select(Lease.address, func.count()).where(
             Lease.state.in_(["offered", "bound"])).group_by(Lease.address)).all()
     assert len(holders) == 5 and all(n == 1 for _, n in holders)
+    for backend in backends:
+        backend.close()

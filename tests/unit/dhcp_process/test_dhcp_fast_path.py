@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
-from test_dhcp_process_backend import count, instance_of, lease_of, wait_instance
+from test_dhcp_process_backend import count, lease_of, wait_instance
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.fast_backend import FastLeaseBackend
