@@ -119,9 +119,9 @@ def cmd_lease_request(args: argparse.Namespace) -> int:
     app = _app(start_background=args.wait)
     with app.app_context():
         with unit_of_work():
-            instance = instances.start_lease({"subnet": args.subnet, "client_id": args.client_id,
-                                              "hostname": args.hostname}, actor="cli")
-            instance_id = instance.id
+            instance_id = instances.start_lease(
+                {"subnet": args.subnet, "client_id": args.client_id,
+                 "hostname": args.hostname}, actor="cli")
         if not args.wait:
             _print({"instance_id": instance_id, "state": "pending"})
             return 0

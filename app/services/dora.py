@@ -38,9 +38,9 @@ from ..errors import LeaseflowError
 from ..extensions import db
 from ..ipam.addresses import int_to_ip
 from ..leases.states import LeaseState
-from ..models import Lease, utcnow
+from ..models import Lease, ProcessInstance, utcnow
 from ..operations import BusinessError
-from . import definitions, instances, leases, subnets, uow
+from . import definitions, ids, instances, leases, subnets, uow
 from .dhcp import PROCESS_KEY, LeaseView, renew_bound, view
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ def run(asks: Sequence[Discover | Request], *, actor: str) -> list[Outcome]:
     outcomes: list[Outcome] = [None] * len(asks)
     discovers = [(i, a) for i, a in enumerate(asks) if isinstance(a, Discover)]
     requests = [(i, a) for i, a in enumerate(asks) if isinstance(a, Request)]
-    for (i, _), outcome in zip(discovers, offer_many([a for _, a in discovers], actor=actor),
+    for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers], actor=actor),
                                strict=True):
-        outcomes[i] = outcome
-    for (i, _), outcome in zip(requests, bind_many([a for _, a in requests], actor=actor),
-                               strict=True):
-        outcomes[i] = outcome
+        outcomes[i] = offered
+    for (i, _), bound in zip(requests, bind_many([a for _, a in requests], actor=actor),
+                             strict=True):
+        outcomes[i] = bound
     return outcomes
 
 
@@ -165,7 +165,7 @@ def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
     unique = sorted(first.values())
     held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
     found: dict[int, Outcome] = {}
-    bound: list[tuple[Request, Lease]] = []  # newly bound here: their instances follow
+    offered: list[tuple[int, Request, Lease]] = []  # our offers: bound together below
     claims: list[int] = []  # no lease of ours: reserve the requested address first
     for i in unique:
         ask = asks[i]
@@ -180,20 +180,22 @@ def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
         elif lease.instance_id is not None:
             found[i] = _through_process(lease, ask, actor=actor)
         else:
-            found[i] = view(leases.commit(lease.id, actor=actor))
-            bound.append((ask, lease))
+            offered.append((i, ask, lease))
     if claims:
-        _claim([asks[i] for i in claims], found, claims, bound, actor=actor)
-    _follow(bound, actor=actor)
+        offered.extend(_claim([asks[i] for i in claims], found, claims, actor=actor))
+    _bind(offered, actor=actor)
+    for i, _, lease in offered:
+        found[i] = view(lease)
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
 
 
-def _claim(asks: Sequence[Request], found: dict[int, Outcome], places: Sequence[int],
-           bound: list[tuple[Request, Lease]], *, actor: str) -> None:
-    """Reserve and bind the requested address of clients we made no offer to."""
+def _claim(asks: Sequence[Request], found: dict[int, Outcome], places: Sequence[int], *,
+           actor: str) -> list[tuple[int, Request, Lease]]:
+    """Reserve the requested address of clients we made no offer to; the offers made."""
     reserved = leases.reserve_many([leases.Ask(
         subnet=ask.cidr, client_id=ask.client_id, hwaddr=ask.hwaddr, hostname=ask.hostname,
         requested_ip=ask.address, actor=actor) for ask in asks])
+    made = []
     for place, ask, outcome in zip(places, asks, reserved, strict=True):
         if isinstance(outcome, BusinessError):
             found[place] = Refused(outcome.message)
@@ -201,8 +203,8 @@ def _claim(asks: Sequence[Request], found: dict[int, Outcome], places: Sequence[
             leases.release(outcome.id, reason="abandon", actor=actor)  # not what they asked
             found[place] = Refused("address not available")
         else:
-            found[place] = view(leases.commit(outcome.id, actor=actor))
-            bound.append((ask, outcome))
+            made.append((place, ask, outcome))
+    return made
 
 
 def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:
@@ -218,21 +220,30 @@ def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:
     return None  # not bound yet (a retry waits out its backoff): the client retransmits
 
 
-def _follow(bound: Sequence[tuple[Request, Lease]], *, actor: str) -> None:
-    """Store each newly bound lease's `dhcp_lease` instance, to be started by a worker."""
-    if not bound:
+def _bind(offered: Sequence[tuple[int, Request, Lease]], *, actor: str) -> None:
+    """Bind the offered leases and store each one's `dhcp_lease` instance (started later
+    by a worker), all in one UPDATE and one group of rows."""
+    if not offered:
         return
     definition = definitions.active(PROCESS_KEY)
     entries = []
-    for ask, lease in bound:
+    for _, ask, lease in offered:
+        expires = utcnow() + timedelta(seconds=lease.subnet.lease_time)
         request: dict[str, Any] = {
             "subnet": ask.cidr, "client_id": lease.client_id, "hwaddr": lease.hwaddr,
             "hostname": lease.hostname, "requested_ip": int_to_ip(lease.address),
-            "bound_lease_id": lease.id,
-            "bound_until": lease.expires_at.isoformat() if lease.expires_at else None}
+            "bound_lease_id": lease.id, "bound_until": expires.isoformat()}
         entries.append(instances.Accepted(request=request, actor=actor,
                                           subnet_id=lease.subnet_id,
                                           client_id=lease.client_id, lease_id=lease.id))
-    for (_, lease), instance in zip(bound, instances.accept_many(definition, entries),
-                                    strict=True):
-        lease.instance_id = instance.id
+    # With ids from the sequence the binding is written (and recorded) before its
+    # instance; without (SQLite) the instances go in first to get theirs.
+    instance_ids = ids.allocate(ProcessInstance, len(entries))
+    if instance_ids is None:
+        instance_ids = instances.accept_many(definition, entries)
+        leases.commit_many([(lease, n) for (_, _, lease), n in zip(offered, instance_ids,
+                                                                    strict=True)], actor=actor)
+    else:
+        leases.commit_many([(lease, n) for (_, _, lease), n in zip(offered, instance_ids,
+                                                                    strict=True)], actor=actor)
+        instances.accept_many(definition, entries, instance_ids=instance_ids)

@@ -147,7 +147,8 @@ def lease_request(body: Mapping[str, Any]) -> dict[str, Any]:
     return request
 
 
-def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
+def start_lease(body: Mapping[str, Any], *, actor: str) -> int:
+    """The new instance's id (see `start_leases`)."""
     outcome = start_leases([(body, actor)])[0]
     if isinstance(outcome, LeaseflowError):
         raise outcome
@@ -155,12 +156,12 @@ def start_lease(body: Mapping[str, Any], *, actor: str) -> ProcessInstance:
 
 
 def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
-                 ) -> list[ProcessInstance | LeaseflowError]:
-    """Accept one lease instance per (body, actor); a body that fails its checks gets its
-    error in its place (see `accept_many` for what accepting stores)."""
+                 ) -> list[int | LeaseflowError]:
+    """Accept one lease instance per (body, actor): its id, or, for a body that fails its
+    checks, its error in its place (see `accept_many` for what accepting stores)."""
     definition = definitions.active()
     definitions.spec_by_id(definition.id)  # a definition that does not parse fails here
-    outcomes: list[ProcessInstance | LeaseflowError] = []
+    outcomes: list[int | LeaseflowError] = []
     accepted: list[tuple[int, Accepted]] = []  # (place in outcomes, what to store)
     for body, actor in requests:
         try:
@@ -171,11 +172,11 @@ def start_leases(requests: Sequence[tuple[Mapping[str, Any], str]]
         accepted.append((len(outcomes), Accepted(
             request=request, actor=actor, subnet_id=request.pop("_subnet_id"),
             client_id=request["client_id"])))
-        outcomes.append(None)  # type: ignore[arg-type]  # the instance, below
-    for (place, _), instance in zip(accepted, accept_many(definition,
-                                                          [a for _, a in accepted]),
-                                    strict=True):
-        outcomes[place] = instance
+        outcomes.append(0)  # the instance's id, below
+    for (place, _), instance_id in zip(accepted, accept_many(definition,
+                                                             [a for _, a in accepted]),
+                                       strict=True):
+        outcomes[place] = instance_id
     return outcomes
 
 
@@ -190,46 +191,64 @@ class Accepted:
     lease_id: int | None = None  # set when the lease exists already (DHCP fast path)
 
 
-def accept_many(definition: ProcessDefinition,
-                entries: Sequence[Accepted]) -> list[ProcessInstance]:
-    """Store one instance of `definition` per entry, with an `engine.start` job each.
+def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
+                instance_ids: Sequence[int] | None = None) -> list[int]:
+    """Store one instance of `definition` per entry, with an `engine.start` job each; their
+    ids (`instance_ids` if the caller took them from the sequence already).
 
     The start event is an asynchronous continuation (Camunda's asyncBefore): this
     transaction stores each instance with its request and an `engine.start` job in the
     outbox, and a worker runs the engine from the start event on (`begin`). The caller's
     path stays short, and a lease's first engine steps, its reservation and its commit run
     in one worker transaction with one save of the workflow.
+
+    With ids from the database's sequence (PostgreSQL), the instances and jobs are plain
+    rows that go in with the unit of work's other rows (COPY, parents first), not ORM
+    objects: nothing in the accepting transaction reads them back. Without (SQLite), the
+    instances are flushed to get their ids.
     """
     if not entries:
         return []
-    # With their ids from the sequence, the group's instances and jobs go in as prepared
-    # executemanys instead of one huge INSERT ... RETURNING each.
-    instance_ids = ids.allocate(ProcessInstance, len(entries)) or [None] * len(entries)
-    job_ids = ids.allocate(ServiceJob, len(entries)) or [None] * len(entries)
-    created = []
-    for entry, instance_id in zip(entries, instance_ids, strict=True):
-        instance = ProcessInstance(id=instance_id, definition_id=definition.id,
-                                   definition=definition, state="running",
-                                   request=entry.request, workflow="",
-                                   client_id=entry.client_id, subnet_id=entry.subnet_id,
-                                   lease_id=entry.lease_id)
-        db.session.add(instance)
-        created.append(instance)
-    # The instances go in before the jobs that reference them (without a sequence, as on
-    # SQLite, this one INSERT also gives the ids).
-    db.session.flush()
+    ids_ = list(instance_ids) if instance_ids is not None else \
+        ids.allocate(ProcessInstance, len(entries))
+    job_ids = ids.allocate(ServiceJob, len(entries))
     now = utcnow()
     deadline = now + timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
+    if ids_ is None or job_ids is None:
+        ids_ = _insert_instances(definition, entries)
+    else:
+        for entry, instance_id in zip(entries, ids_, strict=True):
+            uow.add_row(_table, {
+                "id": instance_id, "definition_id": definition.id, "state": "running",
+                "outcome": {}, "request": entry.request, "workflow": "",
+                "client_id": entry.client_id, "subnet_id": entry.subnet_id,
+                "lease_id": entry.lease_id, "wake_at": None, "version": 1,
+                "created_at": now, "updated_at": now})
     pending = uow.pending()
-    for entry, instance, job_id in zip(entries, created, job_ids, strict=True):
-        uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=entry.actor,
+    for place, (entry, instance_id) in enumerate(zip(entries, ids_, strict=True)):
+        uow.record(kind="instance.start", subject=f"instance/{instance_id}", actor=entry.actor,
                    payload={"process": f"{definition.key}/v{definition.version}",
-                            "request": {**entry.request, "instance_id": instance.id}})
-        pending.new_jobs.append(ServiceJob(
-            id=job_id, instance_id=instance.id, task_id=START, task_name=START,
-            operation=START, params={}, attempt=1, max_attempts=1, backoff_base=0,
-            status="queued", queue="default", not_before=now, deadline=deadline))
-    return created
+                            "request": {**entry.request, "instance_id": instance_id}})
+        job = {"instance_id": instance_id, "task_id": START, "task_name": START,
+               "operation": START, "params": {}, "attempt": 1, "max_attempts": 1,
+               "backoff_base": 0, "status": "queued", "queue": "default", "deliveries": 0,
+               "not_before": now, "deadline": deadline, "created_at": now}
+        if job_ids is None:
+            pending.new_jobs.append(ServiceJob(**job))
+        else:
+            uow.add_row(ServiceJob.__table__, {"id": job_ids[place], **job})
+            uow.enqueue(job_ids[place])
+    return ids_
+
+
+def _insert_instances(definition: ProcessDefinition, entries: Sequence[Accepted]) -> list[int]:
+    rows = [ProcessInstance(definition_id=definition.id, definition=definition,
+                            state="running", request=entry.request, workflow="",
+                            client_id=entry.client_id, subnet_id=entry.subnet_id,
+                            lease_id=entry.lease_id) for entry in entries]
+    db.session.add_all(rows)
+    db.session.flush()  # the ids, for the jobs that reference them
+    return [row.id for row in rows]
 
 
 def begin(instance: ProcessInstance) -> None:

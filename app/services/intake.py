@@ -23,8 +23,7 @@ Item = tuple[Mapping[str, Any], str]  # (request body, actor)
 def _start_group(items: Sequence[Item]) -> list[int | LeaseflowError]:
     from . import instances
 
-    return [outcome if isinstance(outcome, LeaseflowError) else outcome.id
-            for outcome in instances.start_leases(list(items))]
+    return instances.start_leases(list(items))
 
 
 class Intake:

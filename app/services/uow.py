@@ -61,28 +61,58 @@ def add_row(table: Any, row: dict[str, Any]) -> None:
 
 
 def flush_rows() -> None:
-    """Insert the rows collected by `add_row` now (before reading them back)."""
+    """Insert the rows collected by `add_row` now (before reading them back), parents
+    before children (a job row after its instance's)."""
     state = pending()
-    for table, rows in state.rows.items():
-        insert_rows(table, rows)
+    order = {table: i for i, table in enumerate(db.metadata.sorted_tables)}
+    for table in sorted(state.rows, key=lambda t: order.get(t, len(order))):
+        insert_rows(table, state.rows[table])
     state.rows.clear()
 
 
 def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows of one table in as few statements as the driver allows.
+    """Insert many rows of one table, the cheapest way the database offers.
 
-    A plain executemany sends one INSERT per row (psycopg pipelines them, but each row
-    still costs its own round of parameter handling, ~50 us). Asking for the primary key
-    back makes SQLAlchemy's insertmanyvalues send multi-row INSERTs instead, from one
-    cached statement. SQLite's executemany runs in-process and is cheap as it is.
+    On PostgreSQL that is COPY: an executemany costs ~50-70 us of CPU per row here (one
+    pipelined statement each), COPY a few. Values go through each column's own bind
+    processing (UTC datetimes, JSON), and a column a row leaves out gets its Python-side
+    default, as an INSERT would. SQLite's executemany runs in-process and is cheap as it
+    is.
     """
     if not rows:
         return
-    if db.session.get_bind().dialect.name == "postgresql":
-        key = list(table.primary_key.columns)
-        db.session.execute(insert(table).returning(*key), rows).close()
-    else:
-        db.session.execute(insert(table), rows)
+    session = db.session
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    from psycopg import sql
+
+    named = set().union(*(row.keys() for row in rows))
+    columns = [c for c in table.columns if c.key in named or _default(c) is not None]
+    convert = [(c.key, _default(c), c.type.dialect_impl(dialect).bind_processor(dialect))
+               for c in columns]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
+    connection = session.connection().connection.driver_connection
+    with connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            values = []
+            for key, default, process in convert:
+                value = row[key] if key in row else default() if default else None
+                values.append(process(value) if process is not None and value is not None
+                              else value)
+            copy.write_row(values)
+
+
+def _default(column: Any) -> Any:
+    """A column's Python-side default as a function of nothing, or None."""
+    default = column.default
+    if default is None or not (default.is_scalar or default.is_callable):
+        return None
+    if default.is_scalar:
+        return lambda: default.arg
+    return lambda: default.arg(None)
 
 
 @contextlib.contextmanager

@@ -137,7 +137,7 @@ def request_lease() -> Response:
         instance_id = intake.submit(data, actor())  # group commit with concurrent requests
     else:
         with unit_of_work():
-            instance_id = instances.start_lease(data, actor=actor()).id
+            instance_id = instances.start_lease(data, actor=actor())
     accepted = {"instance_id": instance_id, "state": "pending",
                 "links": {"instance": f"/api/v1/instances/{instance_id}"}}
     if seconds <= 0:

@@ -62,8 +62,8 @@ def test_an_offer_needs_no_instance_and_the_ack_stores_one_that_adopts_the_bindi
         operations = set(db.session.execute(select(ServiceJob.operation)).scalars())
     assert operations == {"engine.start"}
     kinds = audit_kinds(dhcp_app)
-    assert kinds.index("lease.reserve") < kinds.index("lease.commit") \
-        < kinds.index("instance.start")
+    assert kinds.index("lease.reserve") < min(kinds.index("lease.commit"),
+                                              kinds.index("instance.start"))
 
 
 def test_a_retransmitted_discover_gets_the_same_offer(dhcp_app, fast, make_client):
