@@ -32,7 +32,6 @@ from .leases.states import HOLDING
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 HOLDING_SQL = "state IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(HOLDING)))
-ORPHAN_OFFER_SQL = "state = 'offered' AND instance_id IS NULL"
 
 
 def utcnow() -> datetime:
@@ -92,9 +91,6 @@ class Lease(db.Model):  # type: ignore[name-defined, misc]
               postgresql_where=text(HOLDING_SQL), sqlite_where=text(HOLDING_SQL)),
         Index("ix_leases_client", "subnet_id", "client_id"),
         Index("ix_leases_address", "subnet_id", "address"),
-        # The ticker's reclaim of offers made on the fast DORA path (leases.reclaim_offers).
-        Index("ix_leases_orphan_offers", "expires_at",
-              postgresql_where=text(ORPHAN_OFFER_SQL), sqlite_where=text(ORPHAN_OFFER_SQL)),
     )
 
 

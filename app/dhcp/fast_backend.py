@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
+from app.ipam.offers import OfferBook
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -38,8 +39,9 @@ class FastLeaseBackend(ProcessLeaseBackend):
         super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
         with app.app_context():
             self._read(dora.check_process)  # fail at start, not on the first REQUEST
+        self.book = OfferBook()
         self._group: GroupCommit[Discover | Request, Outcome] = GroupCommit(
-            app, lambda asks: dora.run(asks, actor=actor), name="dhcp-dora",
+            app, lambda asks: dora.run(asks, book=self.book, actor=actor), name="dhcp-dora",
             max_group=max_group, guard=self._turn)
 
     def close(self) -> None:
@@ -61,14 +63,39 @@ class FastLeaseBackend(ProcessLeaseBackend):
             cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
             hwaddr=_hwaddr(client), hostname=client.hostname, requested_ip=requested,
             offer_lifetime=self.offer_lifetime))
+        if isinstance(outcome, dora.Offered):
+            return Binding(address=outcome.address, client_id=client.client_id,
+                           lease_time=client.subnet.lease_time, state="offered",
+                           hostname=client.hostname)
         if not isinstance(outcome, dhcp.LeaseView):
             return None
         if outcome.state == "offered":
             return self._binding(client, outcome, client.subnet.lease_time)
         return self._binding(client, outcome)
 
+    def forget_offer(self, client: Client, now: float) -> None:
+        from app.services import dhcp
+
+        self.book.drop(client.subnet.cidr, dhcp.client_key(client.client_id))
+        super().forget_offer(client, now)
+
+    def decline(self, client: Client, address: str, now: float) -> None:
+        from app.services import dhcp
+
+        self.book.drop(client.subnet.cidr, dhcp.client_key(client.client_id))
+        super().decline(client, address, now)
+
     def _request(self, client: Client, address: str) -> Binding | Refusal | None:
         """Bind `address` (SELECTING, or a reboot we hold no lease for) in a group."""
+        from app.services import dhcp, dora
+
         if not client.subnet.in_pool(address):
             return Refusal(reason="address not in the pool")
-        return self._answer(client, self._exchange(self._dora_request(client, address)))
+        outcome = self._exchange(dora.Request(
+            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
+            address=address, hwaddr=_hwaddr(client), hostname=client.hostname))
+        if isinstance(outcome, dora.Refused):
+            return Refusal(reason=outcome.reason)
+        if not isinstance(outcome, dhcp.LeaseView):
+            return None  # not stored in time, or the group failed: silence, a retransmit
+        return self._binding(client, outcome)

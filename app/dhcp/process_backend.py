@@ -210,8 +210,7 @@ class ProcessLeaseBackend:
                                  actor=self.actor)
                     return Refusal(reason="address not available")
             if lease.instance_id is None:
-                # An offer of a fast-path server sharing the database: bound the same way.
-                return self._bind_fast(client, address)
+                return Refusal(reason="the offer has no lease process")
             instance_id = lease.instance_id
             self._step(dhcp.tell, instance_id, "dhcp_request",
                          {"address": address, "hostname": client.hostname},
@@ -223,32 +222,6 @@ class ProcessLeaseBackend:
             if view is not None and view.ended:
                 return Refusal(reason=str(view.outcome.get("reason") or "refused"))
             return None
-
-    def _bind_fast(self, client: Client, address: str) -> Binding | Refusal | None:
-        """Bind as the fast DORA path does (`app.services.dora`), in its own transaction."""
-        from app.services import dora
-
-        ask = self._dora_request(client, address)
-        return self._answer(client, self._change(
-            lambda: dora.bind_many([ask], actor=self.actor)[0]))
-
-    @staticmethod
-    def _dora_request(client: Client, address: str) -> Any:
-        from app.services import dhcp, dora
-
-        return dora.Request(cidr=client.subnet.cidr,
-                            client_id=dhcp.client_key(client.client_id), address=address,
-                            hwaddr=_hwaddr(client), hostname=client.hostname)
-
-    def _answer(self, client: Client, outcome: Any) -> Binding | Refusal | None:
-        """A `dora.Outcome` as the server's answer: ACK, NAK or silence."""
-        from app.services import dora
-
-        if isinstance(outcome, dora.Refused):
-            return Refusal(reason=outcome.reason)
-        if outcome is None:
-            return None
-        return self._binding(client, outcome)
 
     def _fast_renew(self, client: Client, lease: LeaseView) -> Binding | Refusal:
         from app.services import dhcp

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from ..engine import runtime
 from ..errors import Invalid, NotFound
@@ -58,7 +59,10 @@ def get_version(key: str, version: int) -> ProcessDefinition:
 
 
 def active(key: str = DEFAULT_KEY, *, required: bool = True) -> ProcessDefinition:
-    row = db.session.execute(select(ProcessDefinition).where(
+    # The XML (tens of KB) is loaded only if asked for: callers mostly need the id, and
+    # the specs come from a per-id cache.
+    row = db.session.execute(select(ProcessDefinition).options(
+        defer(ProcessDefinition.xml)).where(
         ProcessDefinition.key == key, ProcessDefinition.active.is_(True))).scalar_one_or_none()
     if row is None and required:
         raise NotFound(f"process {key} has no active version", code="unknown_process")

@@ -4,42 +4,47 @@
 On the process path (`app.dhcp.process_backend`) every DISCOVER starts an instance and
 waits for its reservation, every REQUEST is a message that waits for its commit: each
 exchange pays for four engine steps and two saves of a workflow, about 4-5 ms of CPU, so a
-boot storm of a few thousand clients overruns the server. On this path the server's own
-transactions do what those steps would have done, for many exchanges at once:
+boot storm of a few thousand clients overruns the server. On this path the server answers
+many exchanges per transaction, as Kea and ISC dhcpd would, and the process takes over
+once the lease is bound:
 
-- DISCOVER: `offer_many` reserves an address per client (the allocator's batch, one
-  multi-row INSERT ... ON CONFLICT DO NOTHING per round), held for the offer lifetime. A
-  client that holds an offer or a lease already gets the same address again.
-- REQUEST: `bind_many` binds the offered lease (or, without an offer of ours, reserves and
-  binds the requested address), durably before the ACK, and stores the client's
-  `dhcp_lease` instance with `bound_lease_id` and an `engine.start` job, in the same
-  transaction. A worker starts it later; the diagram adopts the binding and governs the
-  rest of the lease's life (renewals, RELEASE, DECLINE, expiry, manual retries).
+- DISCOVER: `offer_many` picks an address per client (the allocator's preferred order,
+  then random probes, checked against the database's holders in one read) and holds it in
+  the server's `OfferBook`, in memory, for the offer lifetime. An offer is no commitment
+  (RFC 2131 §4.3.1), so it costs no write. A client that holds a lease gets it again.
+- REQUEST: `bind_many` inserts the bound leases of a group in one statement, durably
+  before the ACK, and stores each client's `dhcp_lease` instance with `bound_lease_id` and
+  an `engine.start` job in the same transaction. A worker starts it later; the diagram
+  adopts the binding and governs the rest of the lease's life (renewals, RELEASE,
+  DECLINE, expiry, manual retries).
 
 The guarantees stay where they were: the database's partial unique index decides every
-conflict, the lease, its history, the ledger entries and the instance's start job commit
-together (nothing is lost in a crash), and an ACK goes out only after that commit. What
-this path gives up is steps of the diagram *before* the binding (for example a chain
-validation before the OFFER): a site that needs them runs the process path. Offers nobody
-took are freed by the ticker (`leases.reclaim_offers`), as the instance's timer would.
+conflict (a REQUEST for an address someone else got meanwhile, e.g. from another server
+sharing the database, is refused and the client starts over), and the lease, its history,
+the ledger entries and the instance's start job commit together, so a crash loses no
+binding and no instance. What this path gives up is steps of the diagram *before* the
+binding (for example a chain validation before the OFFER): a site that needs them runs
+the process path.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from ..errors import LeaseflowError
 from ..extensions import db
-from ..ipam.addresses import int_to_ip
+from ..ipam.addresses import IpamError, int_to_ip, parse_address
+from ..ipam.allocator import free_candidates, preferred, random_probes
+from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
-from ..models import Lease, ProcessInstance, utcnow
-from ..operations import BusinessError
+from ..models import Lease, ProcessInstance, ServiceJob, Subnet
 from . import definitions, ids, instances, leases, subnets, uow
 from .dhcp import PROCESS_KEY, LeaseView, renew_bound, view
 
@@ -76,7 +81,15 @@ class Refused:
     reason: str
 
 
-Outcome = LeaseView | Refused | None  # None: no answer (e.g. the pool is exhausted)
+@dataclass(frozen=True, slots=True)
+class Offered:
+    """An address held for the client in the server's offer book (not in the database)."""
+
+    address: str
+
+
+# None: no answer (e.g. the pool is exhausted; the client retransmits or tries elsewhere)
+Outcome = LeaseView | Offered | Refused | None
 
 
 def check_process() -> None:
@@ -90,16 +103,19 @@ def check_process() -> None:
             "process path", code="process_cannot_adopt")
 
 
-def run(asks: Sequence[Discover | Request], *, actor: str) -> list[Outcome]:
-    """One group of exchanges, in the caller's unit of work: offers, then bindings."""
+def run(asks: Sequence[Discover | Request], *, book: OfferBook, actor: str,
+        now: float | None = None) -> list[Outcome]:
+    """One group of exchanges, in the caller's unit of work: offers, then bindings.
+    `now` is the offer book's clock (monotonic seconds)."""
+    clock = time.monotonic() if now is None else now
     outcomes: list[Outcome] = [None] * len(asks)
     discovers = [(i, a) for i, a in enumerate(asks) if isinstance(a, Discover)]
     requests = [(i, a) for i, a in enumerate(asks) if isinstance(a, Request)]
-    for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers], actor=actor),
-                               strict=True):
+    for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers], book=book,
+                                                     now=clock), strict=True):
         outcomes[i] = offered
-    for (i, _), bound in zip(requests, bind_many([a for _, a in requests], actor=actor),
-                             strict=True):
+    for (i, _), bound in zip(requests, bind_many([a for _, a in requests], book=book,
+                                                 actor=actor), strict=True):
         outcomes[i] = bound
     return outcomes
 
@@ -113,42 +129,93 @@ def _first_of_each(asks: Sequence[Discover | Request]) -> dict[tuple[str, str], 
     return first
 
 
-def offer_many(asks: Sequence[Discover], *, actor: str) -> list[LeaseView | None]:
+_rng = random.Random()
+PROBES = 8
+
+
+def offer_many(asks: Sequence[Discover], *, book: OfferBook,
+               now: float) -> list[LeaseView | Offered | None]:
     first = _first_of_each(asks)
-    unique = sorted(first.values())
-    reserved = leases.reserve_many([leases.Ask(
-        subnet=asks[i].cidr, client_id=asks[i].client_id, hwaddr=asks[i].hwaddr,
-        hostname=asks[i].hostname, requested_ip=asks[i].requested_ip,
-        hold_seconds=asks[i].offer_lifetime, actor=actor) for i in unique])
-    found: dict[int, LeaseView | None] = {}
-    again: list[int] = []  # clients that hold an offer or a lease already
-    for i, outcome in zip(unique, reserved, strict=True):
-        if isinstance(outcome, Lease):
-            found[i] = view(outcome)
-        elif outcome.code == "client_has_lease":
-            again.append(i)
+    found: dict[int, LeaseView | Offered | None] = {}
+    fresh: list[int] = []
+    for i in sorted(first.values()):
+        held = book.held(asks[i].cidr, asks[i].client_id, now)
+        if held is not None:  # a retransmitted DISCOVER: the same offer again
+            found[i] = Offered(int_to_ip(held))
         else:
-            log.info("no offer for %s on %s: %s", asks[i].client_id, asks[i].cidr, outcome)
-            found[i] = None
-    if again:
-        held = _holding([(asks[i].cidr, asks[i].client_id) for i in again])
-        for i in again:
-            lease = held.get((asks[i].cidr, asks[i].client_id))
-            if lease is not None and lease.state == LeaseState.OFFERED.value \
-                    and lease.instance_id is None:
-                # The same offer again: it holds for another offer lifetime from now.
-                lease.expires_at = utcnow() + timedelta(seconds=asks[i].offer_lifetime)
-            found[i] = view(lease)
+            fresh.append(i)
+    if fresh:
+        _choose([asks[i] for i in fresh], fresh, found, book=book, now=now)
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
+
+
+def _choose(asks: Sequence[Discover], places: Sequence[int],
+            found: dict[int, LeaseView | Offered | None], *, book: OfferBook,
+            now: float) -> None:
+    """An address for each client with no offer held: its current lease if it has one,
+    else the first free of its preferred addresses and random probes (one read for the
+    group), else one from the exact free list."""
+    ask_at = dict(zip(places, asks, strict=True))
+    target: dict[str, Subnet] = {}
+    for ask in asks:
+        if ask.cidr not in target:
+            target[ask.cidr] = subnets.by_cidr(ask.cidr)
+    known = leases.recent({(target[a.cidr].id, a.client_id) for a in asks})
+    queues: dict[int, list[int]] = {}
+    holding: list[int] = []
+    for place, ask in ask_at.items():
+        rows = known.get((target[ask.cidr].id, ask.client_id), [])
+        if any(row.state in HOLDING for row in rows):
+            holding.append(place)  # a client rebooting, or asking again: its own lease
+            continue
+        pool = subnets.pool_of(target[ask.cidr])
+        try:
+            requested = parse_address(ask.requested_ip, field="requested_ip") \
+                if ask.requested_ip else None
+        except IpamError:
+            requested = None
+        queues[place] = preferred(pool, current=None,
+                                  previous=rows[0].address if rows else None,
+                                  requested=requested) + random_probes(pool, PROBES, _rng)
+    if holding:
+        held = _holding([(ask_at[p].cidr, ask_at[p].client_id) for p in holding])
+        for place in holding:
+            found[place] = view(held.get((ask_at[place].cidr, ask_at[place].client_id)))
+    candidates: dict[str, set[int]] = {}
+    for place, queue in queues.items():
+        candidates.setdefault(ask_at[place].cidr, set()).update(queue)
+    taken = {cidr: leases.held_addresses(target[cidr].id, among)
+             for cidr, among in candidates.items()}
+    for place, queue in queues.items():
+        ask = ask_at[place]
+        address = _pick(ask, queue, taken[ask.cidr], target[ask.cidr], book=book, now=now)
+        if address is None:
+            log.info("no offer for %s on %s: pool exhausted", ask.client_id, ask.cidr)
+            found[place] = None
+            continue
+        taken[ask.cidr].add(address)
+        book.hold(ask.cidr, ask.client_id, address, now + ask.offer_lifetime, now)
+        found[place] = Offered(int_to_ip(address))
+
+
+def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: Subnet, *,
+          book: OfferBook, now: float) -> int | None:
+    for address in queue:
+        if address not in taken and book.holder(ask.cidr, address, now) is None:
+            return address
+    # Probes spent (a nearly full pool): the exact free list, read once for this ask.
+    busy = leases.held_addresses(subnet.id) | taken | book.addresses(ask.cidr, now)
+    free = free_candidates(subnets.pool_of(subnet), busy, 1, _rng)
+    return free[0] if free else None
 
 
 def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
     """The offered or bound lease of each (subnet, client), locked for this transaction."""
-    ids = {cidr: subnets.by_cidr(cidr).id for cidr, _ in keys}
-    cidr_of = {subnet_id: cidr for cidr, subnet_id in ids.items()}
+    ids_ = {cidr: subnets.by_cidr(cidr).id for cidr, _ in keys}
+    cidr_of = {subnet_id: cidr for cidr, subnet_id in ids_.items()}
     wanted = set(keys)
     rows = db.session.execute(select(Lease).where(
-        Lease.subnet_id.in_(set(ids.values())), Lease.client_id.in_({c for _, c in keys}),
+        Lease.subnet_id.in_(set(ids_.values())), Lease.client_id.in_({c for _, c in keys}),
         Lease.state.in_(HOLDING)).order_by(Lease.id).with_for_update()).scalars().all()
     found: dict[tuple[str, str], Lease] = {}
     fresh = uow.pending().fresh_leases
@@ -160,18 +227,17 @@ def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
     return found
 
 
-def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
+def bind_many(asks: Sequence[Request], *, book: OfferBook, actor: str) -> list[Outcome]:
     first = _first_of_each(asks)
     unique = sorted(first.values())
     held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
     found: dict[int, Outcome] = {}
-    offered: list[tuple[int, Request, Lease]] = []  # our offers: bound together below
-    claims: list[int] = []  # no lease of ours: reserve the requested address first
+    new: list[int] = []  # no lease yet: bound straight from the offer (or the request)
     for i in unique:
         ask = asks[i]
         lease = held.get((ask.cidr, ask.client_id))
         if lease is None:
-            claims.append(i)
+            new.append(i)
         elif int_to_ip(lease.address) != ask.address:
             found[i] = Refused("not the address offered to this client")
         elif lease.state == LeaseState.BOUND.value:
@@ -180,31 +246,51 @@ def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
         elif lease.instance_id is not None:
             found[i] = _through_process(lease, ask, actor=actor)
         else:
-            offered.append((i, ask, lease))
-    if claims:
-        offered.extend(_claim([asks[i] for i in claims], found, claims, actor=actor))
-    _bind(offered, actor=actor)
-    for i, _, lease in offered:
-        found[i] = view(lease)
+            found[i] = Refused("the offer has no lease process")
+    if new:
+        _bind([asks[i] for i in new], new, found, actor=actor)
+        for i in new:
+            book.drop(asks[i].cidr, asks[i].client_id)
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
 
 
-def _claim(asks: Sequence[Request], found: dict[int, Outcome], places: Sequence[int], *,
-           actor: str) -> list[tuple[int, Request, Lease]]:
-    """Reserve the requested address of clients we made no offer to; the offers made."""
-    reserved = leases.reserve_many([leases.Ask(
-        subnet=ask.cidr, client_id=ask.client_id, hwaddr=ask.hwaddr, hostname=ask.hostname,
-        requested_ip=ask.address, actor=actor) for ask in asks])
-    made = []
-    for place, ask, outcome in zip(places, asks, reserved, strict=True):
-        if isinstance(outcome, BusinessError):
-            found[place] = Refused(outcome.message)
-        elif int_to_ip(outcome.address) != ask.address:
-            leases.release(outcome.id, reason="abandon", actor=actor)  # not what they asked
+def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outcome], *,
+          actor: str) -> None:
+    """Insert the group's bound leases and store each one's `dhcp_lease` instance, to be
+    started by a worker: one INSERT and one group of rows."""
+    definition = definitions.active(PROCESS_KEY)
+    # Ids from the sequences (PostgreSQL) let each lease row name its instance at once;
+    # on SQLite the instances get theirs when inserted, after the leases.
+    taken = ids.allocate_pair(ProcessInstance, ServiceJob, len(asks))
+    binds = []
+    for n, ask in enumerate(asks):
+        binds.append(leases.Bind(
+            subnet=subnets.by_cidr(ask.cidr), client_id=ask.client_id,
+            address=parse_address(ask.address, field="address"), hostname=ask.hostname,
+            hwaddr=ask.hwaddr, instance_id=taken[0][n] if taken else None))
+    bound = leases.bind_new(binds, actor=actor)
+    place_of = {place: n for n, place in enumerate(places)}
+    entries, made = [], []
+    for place, ask, lease in zip(places, asks, bound, strict=True):
+        if lease is None:
             found[place] = Refused("address not available")
-        else:
-            made.append((place, ask, outcome))
-    return made
+            continue
+        request: dict[str, Any] = {
+            "subnet": ask.cidr, "client_id": lease.client_id, "hwaddr": lease.hwaddr,
+            "hostname": lease.hostname, "requested_ip": ask.address,
+            "bound_lease_id": lease.id,
+            "bound_until": lease.expires_at.isoformat() if lease.expires_at else None}
+        entries.append(instances.Accepted(request=request, actor=actor,
+                                          subnet_id=lease.subnet_id,
+                                          client_id=lease.client_id, lease_id=lease.id))
+        made.append((place, lease))
+        found[place] = view(lease)
+    kept = [place_of[place] for place, _ in made]
+    stored = instances.accept_many(definition, entries, ids_taken=(
+        [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None)
+    for (_, lease), instance_id in zip(made, stored, strict=True):
+        if lease.instance_id != instance_id:  # SQLite: known only now
+            lease.instance_id = instance_id
 
 
 def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:
@@ -218,32 +304,3 @@ def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:
     if lease.state == LeaseState.BOUND.value:
         return view(lease)
     return None  # not bound yet (a retry waits out its backoff): the client retransmits
-
-
-def _bind(offered: Sequence[tuple[int, Request, Lease]], *, actor: str) -> None:
-    """Bind the offered leases and store each one's `dhcp_lease` instance (started later
-    by a worker), all in one UPDATE and one group of rows."""
-    if not offered:
-        return
-    definition = definitions.active(PROCESS_KEY)
-    entries = []
-    for _, ask, lease in offered:
-        expires = utcnow() + timedelta(seconds=lease.subnet.lease_time)
-        request: dict[str, Any] = {
-            "subnet": ask.cidr, "client_id": lease.client_id, "hwaddr": lease.hwaddr,
-            "hostname": lease.hostname, "requested_ip": int_to_ip(lease.address),
-            "bound_lease_id": lease.id, "bound_until": expires.isoformat()}
-        entries.append(instances.Accepted(request=request, actor=actor,
-                                          subnet_id=lease.subnet_id,
-                                          client_id=lease.client_id, lease_id=lease.id))
-    # With ids from the sequence the binding is written (and recorded) before its
-    # instance; without (SQLite) the instances go in first to get theirs.
-    instance_ids = ids.allocate(ProcessInstance, len(entries))
-    if instance_ids is None:
-        instance_ids = instances.accept_many(definition, entries)
-        leases.commit_many([(lease, n) for (_, _, lease), n in zip(offered, instance_ids,
-                                                                    strict=True)], actor=actor)
-    else:
-        leases.commit_many([(lease, n) for (_, _, lease), n in zip(offered, instance_ids,
-                                                                    strict=True)], actor=actor)
-        instances.accept_many(definition, entries, instance_ids=instance_ids)

@@ -18,6 +18,20 @@ _NEXT = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
              "FROM generate_series(1, :count)")
 
 
+def allocate_pair(first: Any, second: Any, count: int) -> tuple[list[int], list[int]] | None:
+    """`count` fresh ids for each of two tables in one round trip (e.g. instances and their
+    start jobs), or None where the database has no sequences."""
+    if count <= 0 or db.session.get_bind().dialect.name != "postgresql":
+        return None
+    rows = db.session.execute(_PAIR, {"first": first.__table__.name,
+                                      "second": second.__table__.name, "count": count}).all()
+    return [int(a) for a, _ in rows], [int(b) for _, b in rows]
+
+
+_PAIR = text("SELECT nextval(pg_get_serial_sequence(:first, 'id')), "
+             "nextval(pg_get_serial_sequence(:second, 'id')) FROM generate_series(1, :count)")
+
+
 def allocate(model: Any, count: int) -> list[int] | None:
     """`count` fresh ids for `model`'s table, or None where the database has no sequence."""
     if count <= 0 or db.session.get_bind().dialect.name != "postgresql":

@@ -192,9 +192,10 @@ class Accepted:
 
 
 def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
-                instance_ids: Sequence[int] | None = None) -> list[int]:
+                ids_taken: tuple[Sequence[int], Sequence[int]] | None = None) -> list[int]:
     """Store one instance of `definition` per entry, with an `engine.start` job each; their
-    ids (`instance_ids` if the caller took them from the sequence already).
+    ids (`ids_taken`: the instances' and jobs' ids, if the caller took them from the
+    sequences already, see `ids.allocate_pair`).
 
     The start event is an asynchronous continuation (Camunda's asyncBefore): this
     transaction stores each instance with its request and an `engine.start` job in the
@@ -209,9 +210,8 @@ def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
     """
     if not entries:
         return []
-    ids_ = list(instance_ids) if instance_ids is not None else \
-        ids.allocate(ProcessInstance, len(entries))
-    job_ids = ids.allocate(ServiceJob, len(entries))
+    taken = ids_taken or ids.allocate_pair(ProcessInstance, ServiceJob, len(entries))
+    ids_, job_ids = (list(taken[0]), list(taken[1])) if taken else (None, None)
     now = utcnow()
     deadline = now + timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
     if ids_ is None or job_ids is None:

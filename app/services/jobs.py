@@ -280,9 +280,8 @@ def tick() -> dict[str, int]:
     for instance_id in instances.due_for_wake():
         instances.wake(instance_id)
         woken += 1
-    from . import anchoring, leases  # the ledger's on-chain anchor, every anchor_interval s
+    from . import anchoring  # the ledger's on-chain anchor, every anchor_interval seconds
 
-    reclaimed = leases.reclaim_offers()  # offers of the fast DORA path nobody took
     anchored = anchoring.maybe_anchor()
-    return {"requeued": len(stale), "woken": woken, "reclaimed": reclaimed,
+    return {"requeued": len(stale), "woken": woken,
             "anchored": int(bool(anchored and anchored.get("anchored")))}

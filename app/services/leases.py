@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Invalid, LeaseflowError, NotFound
 from ..extensions import db
@@ -97,13 +96,13 @@ def reserve_many(asks: Sequence[Ask]) -> list[Lease | BusinessError]:
             targets[i] = subnets.resolve(ask.subnet)
         except LeaseflowError as exc:
             outcomes[i] = BusinessError(exc.message, code=exc.code)
-    recent = _recent({(t.id, asks[i].client_id) for i, t in targets.items()})
+    known = recent({(t.id, asks[i].client_id) for i, t in targets.items()})
     now = utcnow()
     plans: list[_Plan] = []
     for i, target in targets.items():
         ask = asks[i]
         try:
-            plan = _plan(i, ask, target, recent.get((target.id, ask.client_id), []), now)
+            plan = _plan(i, ask, target, known.get((target.id, ask.client_id), []), now)
         except BusinessError as exc:
             outcomes[i] = exc
             continue
@@ -118,7 +117,7 @@ def reserve_many(asks: Sequence[Ask]) -> list[Lease | BusinessError]:
     return outcomes  # type: ignore[return-value]
 
 
-def _recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
+def recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
     """The last few leases of each (subnet, client), newest first: one query for a batch."""
     if not keys:
         return {}
@@ -208,14 +207,55 @@ def _candidate(plan: _Plan, claimed: set[int], taken: dict[int, set[int]],
         # Probes spent: pick from the exact free list (read once per subnet per round).
         held = taken.get(plan.target.id)
         if held is None:
-            held = taken[plan.target.id] = set(db.session.execute(select(Lease.address).where(
-                Lease.subnet_id == plan.target.id,
-                Lease.state.in_(HOLDING_VALUES))).scalars())
+            held = taken[plan.target.id] = held_addresses(plan.target.id)
         free = free_candidates(plan.pool, held | plan.avoided, PROBES, _rng)
         if not free:
             return _exhausted(plan)
         plan.refilled, plan.queue = number, free
         plan.tried -= set(free)  # free now, whatever an earlier round saw
+
+
+def held_addresses(subnet_id: int, among: Iterable[int] | None = None) -> set[int]:
+    """The addresses of the subnet that have a holder (offered or bound), or only those of
+    them `among` the given ones (one indexed lookup for a few candidates)."""
+    query = select(Lease.address).where(Lease.subnet_id == subnet_id,
+                                        Lease.state.in_(HOLDING_VALUES))
+    if among is not None:
+        query = query.where(Lease.address.in_(set(among)))
+    return set(db.session.execute(query).scalars())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Bind:
+    """A lease to bind straight away, on an address chosen elsewhere (a held offer)."""
+
+    subnet: Subnet
+    client_id: str
+    address: int
+    instance_id: int | None = None
+    hostname: str | None = None
+    hwaddr: str | None = None
+
+
+def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Lease | None]:
+    """Insert each ask as a bound lease with a fresh expiry, in one statement; None where
+    the address has a holder already (the database's unique index said no)."""
+    now = utcnow()
+    rows = [{"subnet_id": a.subnet.id, "address": a.address, "state": LeaseState.BOUND.value,
+             "client_id": a.client_id, "instance_id": a.instance_id, "hostname": a.hostname,
+             "owner": None, "hwaddr": a.hwaddr, "created_at": now, "updated_at": now,
+             "expires_at": now + timedelta(seconds=a.subnet.lease_time)} for a in asks]
+    inserted = {(lease.subnet_id, lease.address): lease for lease in _insert(rows)} \
+        if rows else {}
+    out: list[Lease | None] = []
+    for ask in asks:
+        lease = inserted.get((ask.subnet.id, ask.address))
+        if lease is None or lease.client_id != ask.client_id:
+            out.append(None)  # held by someone else, or by another ask of this group
+            continue
+        _history(lease, LeaseEvent.COMMIT, None, LeaseState.BOUND, actor)
+        out.append(lease)
+    return out
 
 
 def _exhausted(plan: _Plan) -> BusinessError:
@@ -299,50 +339,6 @@ def commit(lease_id: int, *, actor: str = "system") -> Lease:
         raise BusinessError(str(exc), code="lease_not_offered") from None
 
 
-def commit_many(rows: Sequence[tuple[Lease, int | None]], *, actor: str = "system") -> None:
-    """offered → bound with a fresh expiry, and the lease's instance, for many leases that
-    this transaction holds locked, in one UPDATE (the DHCP fast path binds a group at once).
-    Raises IllegalTransition before anything is written if any lease is not offered."""
-    if not rows:
-        return
-    now = utcnow()
-    changes = []
-    for lease, instance_id in rows:
-        before = LeaseState(lease.state)
-        after = transition(before, LeaseEvent.COMMIT)
-        changes.append((lease, before, after, instance_id,
-                        now + timedelta(seconds=lease.subnet.lease_time)))
-    ids, expiries, instances = [], [], []
-    for lease, before, after, instance_id, expires_at in changes:
-        # The row is written below; the session takes these as the stored values.
-        for key, value in (("state", after.value), ("expires_at", expires_at),
-                           ("updated_at", now), ("instance_id", instance_id)):
-            set_committed_value(lease, key, value)
-        _history(lease, LeaseEvent.COMMIT, before, after, actor)
-        ids.append(lease.id)
-        expiries.append(expires_at)
-        instances.append(instance_id)
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(_COMMIT_PG, {"state": LeaseState.BOUND.value, "now": now,
-                                        "ids": ids, "expiries": expiries,
-                                        "instances": instances})
-    else:
-        db.session.execute(_COMMIT, [
-            {"lease_id": i, "state": LeaseState.BOUND.value, "expires_at": e,
-             "updated_at": now, "instance_id": n}
-            for i, e, n in zip(ids, expiries, instances, strict=True)])
-
-
-_COMMIT_PG = text(
-    "UPDATE leases SET state = :state, updated_at = :now, expires_at = v.expires_at, "
-    "instance_id = v.instance_id FROM unnest(CAST(:ids AS bigint[]), "
-    "CAST(:expiries AS timestamptz[]), CAST(:instances AS bigint[])) "
-    "AS v(id, expires_at, instance_id) WHERE leases.id = v.id")
-_COMMIT = update(Lease.__table__).where(Lease.__table__.c.id == bindparam("lease_id")) \
-    .values(state=bindparam("state"), expires_at=bindparam("expires_at"),
-            updated_at=bindparam("updated_at"), instance_id=bindparam("instance_id"))
-
-
 RELEASE_EVENTS = {"release": LeaseEvent.RELEASE, "expire": LeaseEvent.EXPIRE,
                   "abandon": LeaseEvent.ABANDON, "decline": LeaseEvent.DECLINE}
 
@@ -357,19 +353,6 @@ def release(lease_id: int, *, reason: str = "release", actor: str = "system") ->
     if lease.state not in HOLDING_VALUES:
         return lease
     return _change(lease, RELEASE_EVENTS[reason], actor)
-
-
-def reclaim_offers(limit: int = 500, *, actor: str = "system") -> int:
-    """Free offers that ran out with no instance to time them: the fast DORA path's
-    (`services.dora`), whose client never came back with a REQUEST. An instance's offer
-    has its own timer and is left to it. Rows another transaction holds are skipped."""
-    due = db.session.execute(select(Lease).where(
-        Lease.state == LeaseState.OFFERED.value, Lease.instance_id.is_(None),
-        Lease.expires_at < utcnow()).order_by(Lease.expires_at).limit(limit)
-        .with_for_update(skip_locked=True)).scalars().all()
-    for lease in due:
-        _change(lease, LeaseEvent.ABANDON, actor, {"reason": "offer_timeout"})
-    return len(due)
 
 
 def renew(lease: Lease, *, actor: str = "system", lease_time: int | None = None) -> Lease:

@@ -95,6 +95,7 @@ def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
     connection = session.connection().connection.driver_connection
+    assert connection is not None  # a live connection of this transaction
     with connection.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             values = []
