@@ -357,8 +357,7 @@ def parser() -> argparse.ArgumentParser:
     dh.add_argument("--interface", required=True)
     dh.add_argument("--port", type=int, default=None, help="default LEASEFLOW_DHCP_PORT (67)")
     dh.add_argument("--workers", type=int, default=None,
-                    help="threads that wait for the lease process (default 16; 64 with "
-                         "--dora fast)")
+                    help="threads that wait for the lease process (default 16)")
     dh.add_argument("--dora", choices=["process", "fast"], default=None,
                     help="how new clients are answered (default LEASEFLOW_DHCP_DORA, "
                          "'process'): each exchange waits for its dhcp_lease instance, or "

@@ -21,6 +21,7 @@ Contract for implementers:
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -96,4 +97,18 @@ class LeaseBackend(Protocol):
 
     def lookup(self, client: Client, now: float) -> Binding | None:
         """The client's binding on `client.subnet` (any state), without changing anything."""
+        ...
+
+
+class GroupedLeaseBackend(LeaseBackend, Protocol):
+    """A backend that answers some calls in groups, without a server thread per call.
+
+    `begin` starts `call` ("offer" or "commit") and returns a future whose result is what
+    the blocking method would have returned; the server answers the client from the
+    future's callback, which runs on the backend's own thread. `None` means "not taken":
+    the server calls the blocking method on a worker as usual.
+    """
+
+    def begin(self, call: str, client: Client, address: str | None,
+              now: float) -> Future[Binding | Refusal | None] | None:
         ...

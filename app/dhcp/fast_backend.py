@@ -7,13 +7,17 @@ ACK goes out only after that transaction committed. Everything else — renewals
 lease, RELEASE, DECLINE, an offer taken elsewhere, lookups — is the process backend's, so
 the instance hears about it as on the process path.
 
-An exchange not answered within the client's patience gets silence (the client
-retransmits), never a wrong answer; a failed group commit fails only its own exchanges.
+The server hands DISCOVERs and REQUESTs over without blocking (`begin`, the
+`GroupedLeaseBackend` port) and sends each reply from the group's thread once it committed:
+no server thread waits per exchange, so a group holds every exchange that arrived while the
+previous one ran. A failed group commit fails only its own exchanges (silence: the clients
+retransmit), never with a wrong answer.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING
 
@@ -47,6 +51,53 @@ class FastLeaseBackend(ProcessLeaseBackend):
     def close(self) -> None:
         self._group.close()
 
+    def begin(self, call: str, client: Client, address: str | None,
+              now: float) -> Future[Binding | Refusal | None] | None:
+        """The server's non-blocking entry (`GroupedLeaseBackend`): DISCOVERs and REQUESTs
+        join the next group, and the answer comes from the group's thread."""
+        from app.services import dhcp, dora
+
+        cid = dhcp.client_key(client.client_id)
+        ask: Discover | Request
+        if call == "offer":
+            ask = dora.Discover(cidr=client.subnet.cidr, client_id=cid,
+                                hwaddr=_hwaddr(client), hostname=client.hostname,
+                                requested_ip=address, offer_lifetime=self.offer_lifetime)
+        elif call == "commit" and address is not None:
+            if not client.subnet.in_pool(address):
+                return _done(Refusal(reason="address not in the pool"))
+            ask = dora.Request(cidr=client.subnet.cidr, client_id=cid, address=address,
+                               hwaddr=_hwaddr(client), hostname=client.hostname)
+        else:
+            return None
+        answer: Future[Binding | Refusal | None] = Future()
+
+        def settle(done: Future[Outcome]) -> None:
+            try:
+                answer.set_result(self._reply(client, done.result()))
+            except Exception as exc:  # the group failed: the client retransmits
+                log.warning("DHCP exchange of %s not stored: %s", cid, exc)
+                answer.set_result(None)
+
+        self._group.submit_nowait(ask).add_done_callback(settle)
+        return answer
+
+    def _reply(self, client: Client, outcome: Outcome) -> Binding | Refusal | None:
+        """A group's outcome as the server's answer: OFFER/ACK, NAK, or silence."""
+        from app.services import dhcp, dora
+
+        if isinstance(outcome, dora.Offered):
+            return Binding(address=outcome.address, client_id=client.client_id,
+                           lease_time=client.subnet.lease_time, state="offered",
+                           hostname=client.hostname)
+        if isinstance(outcome, dora.Refused):
+            return Refusal(reason=outcome.reason)
+        if not isinstance(outcome, dhcp.LeaseView):
+            return None
+        if outcome.state == "offered":
+            return self._binding(client, outcome, client.subnet.lease_time)
+        return self._binding(client, outcome)
+
     def _exchange(self, ask: Discover | Request) -> Outcome:
         try:
             return self._group.submit(ask, timeout=self.patience)
@@ -63,15 +114,8 @@ class FastLeaseBackend(ProcessLeaseBackend):
             cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
             hwaddr=_hwaddr(client), hostname=client.hostname, requested_ip=requested,
             offer_lifetime=self.offer_lifetime))
-        if isinstance(outcome, dora.Offered):
-            return Binding(address=outcome.address, client_id=client.client_id,
-                           lease_time=client.subnet.lease_time, state="offered",
-                           hostname=client.hostname)
-        if not isinstance(outcome, dhcp.LeaseView):
-            return None
-        if outcome.state == "offered":
-            return self._binding(client, outcome, client.subnet.lease_time)
-        return self._binding(client, outcome)
+        reply = self._reply(client, outcome)
+        return reply if isinstance(reply, Binding) else None
 
     def forget_offer(self, client: Client, now: float) -> None:
         from app.services import dhcp
@@ -91,11 +135,19 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
         if not client.subnet.in_pool(address):
             return Refusal(reason="address not in the pool")
-        outcome = self._exchange(dora.Request(
+        return self._reply(client, self._exchange(dora.Request(
             cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
-            address=address, hwaddr=_hwaddr(client), hostname=client.hostname))
-        if isinstance(outcome, dora.Refused):
-            return Refusal(reason=outcome.reason)
-        if not isinstance(outcome, dhcp.LeaseView):
-            return None  # not stored in time, or the group failed: silence, a retransmit
-        return self._binding(client, outcome)
+            address=address, hwaddr=_hwaddr(client), hostname=client.hostname)))
+
+
+def _done(result: Binding | Refusal | None) -> Future[Binding | Refusal | None]:
+    future: Future[Binding | Refusal | None] = Future()
+    future.set_result(result)
+    return future
+
+
+if TYPE_CHECKING:  # mypy proves the fast backend satisfies the grouped port
+    from app.dhcp.backend import GroupedLeaseBackend
+
+    def _check(app: Flask) -> GroupedLeaseBackend:
+        return FastLeaseBackend(app)

@@ -315,7 +315,8 @@ _running_lock = threading.Lock()
 
 def server_config(app: Flask, *, interface: str, server_id: str | None = None,
                   workers: int = 16, authoritative: bool = False,
-                  offer_lifetime: float = 30.0) -> ServerConfig:
+                  offer_lifetime: float = 30.0,
+                  max_new_exchanges: int | None = None) -> ServerConfig:
     """The server's configuration from the database's subnets.
 
     Subnets holding the interface's address are attached to it; the others are served to
@@ -340,10 +341,12 @@ def server_config(app: Flask, *, interface: str, server_id: str | None = None,
         interface=interface if own in ipaddress.IPv4Network(s.cidr) else None)
         for s in served)
     return ServerConfig(server_id=server_id, subnets=configs, authoritative=authoritative,
-                        offer_lifetime=offer_lifetime, workers=workers)
+                        offer_lifetime=offer_lifetime, workers=workers,
+                        max_new_exchanges=max_new_exchanges)
 
 
 DORA_PATHS = ("process", "fast")
+FAST_NEW_EXCHANGES = 1024  # DISCOVERs in flight on the fast path (one group's worth or more)
 
 
 def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | None = None,
@@ -353,17 +356,17 @@ def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | N
 
     `dora` (default `LEASEFLOW_DHCP_DORA`): "process", each new client's exchange waits for
     its instance; "fast", exchanges are group-committed and the instance follows
-    (`app.dhcp.fast_backend`). Backend calls may wait, so they run on `workers` threads
-    (default 16 on the process path, 64 on the fast one, where each waits for its group).
+    (`app.dhcp.fast_backend`). Backend calls that wait run on `workers` threads (default
+    16); on the fast path DISCOVERs and REQUESTs wait on no thread (they are answered from
+    the group's), so up to FAST_NEW_EXCHANGES new exchanges may be in flight at once.
     """
     dora = dora or app.config["LEASEFLOW"].dhcp_dora
     if dora not in DORA_PATHS:
         raise ConfigError(f"unknown DORA path {dora!r} (LEASEFLOW_DHCP_DORA): "
                           f"choose {' or '.join(DORA_PATHS)}")
-    if workers is None:
-        workers = 64 if dora == "fast" else 16
     config = server_config(app, interface=interface, server_id=server_id,
-                           workers=max(1, workers))
+                           workers=max(1, 16 if workers is None else workers),
+                           max_new_exchanges=FAST_NEW_EXCHANGES if dora == "fast" else None)
     backend: ProcessLeaseBackend
     if dora == "fast":
         from app.dhcp.fast_backend import FastLeaseBackend

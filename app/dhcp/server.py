@@ -53,15 +53,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from app.dhcp.backend import LeaseBackend
 from app.dhcp.codec import encode
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError, DhcpError
-from app.dhcp.handler import Counters, is_stale, opens_exchange, prepare, resolve
-from app.dhcp.rfc2131 import Ask, Reply
+from app.dhcp.handler import Counters, count, is_stale, opens_exchange, prepare, resolve
+from app.dhcp.rfc2131 import Ask, Reply, answer
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _SO_RCVBUFFORCE = 33
 _CMSG_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 _LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+GROUPED_CALLS = frozenset({"offer", "commit"})  # what a GroupedLeaseBackend may take
 
 
 def open_socket(interface: str, port: int = 67) -> socket.socket:
@@ -140,6 +142,7 @@ class DhcpServer:
         self._own_pool = executor is None
         self._clock = clock
         self._slots = threading.BoundedSemaphore(config.max_pending)
+        self._begin: Callable[..., Future[Any] | None] | None = getattr(backend, "begin", None)
         self._new_slots = threading.BoundedSemaphore(config.new_exchange_budget)
 
     def start(self) -> None:
@@ -207,10 +210,56 @@ class DhcpServer:
         if isinstance(planned, Reply):
             self._send(planned)
         elif isinstance(planned, Ask):
+            if self._begin is not None and self._grouped(planned, self._begin):
+                return
             if self._pool is None:
                 self._resolve(planned)
             else:
                 self._admit(planned, self._pool)
+
+    def _grouped(self, ask: Ask, begin: Callable[..., Future[Any] | None]) -> bool:
+        """Hand `ask` to a grouping backend (see `GroupedLeaseBackend`), under the same
+        admission budgets as a worker; False if the backend does not take this call."""
+        if ask.call not in GROUPED_CALLS:
+            return False
+        new = opens_exchange(ask)
+        if new and not self._new_slots.acquire(blocking=False):
+            self.counters.add("dropped_overload_new")
+            return True
+        if not self._slots.acquire(blocking=False):
+            if new:
+                self._new_slots.release()
+            self.counters.add("dropped_overload")
+            return True
+        try:
+            future = begin(ask.call, ask.inbound.client, ask.inbound.address, time.time())
+        except BaseException:
+            self._release(new)
+            raise
+        if future is None:
+            self._release(new)
+            return False
+        future.add_done_callback(lambda done: self._answer_grouped(ask, new, done))
+        return True
+
+    def _answer_grouped(self, ask: Ask, new: bool, done: Future[Any]) -> None:
+        """On the backend's thread, once the group committed: the reply, or a counted drop."""
+        try:
+            try:
+                result = done.result()
+            except Exception:
+                log.exception("lease backend failed on %s", ask.call)
+                self.counters.add("backend_errors")
+                return
+            outcome = answer(ask, result, self.config)
+            count(outcome, self.counters)
+            if isinstance(outcome, Reply):
+                self._send(outcome)
+        except Exception:
+            self.counters.add("dropped_internal_error")
+            log.exception("unexpected error answering a grouped request")
+        finally:
+            self._release(new)
 
     def _admit(self, ask: Ask, pool: Executor) -> None:
         """Queue `ask` for a worker, or drop it (counted) if the server has no room."""

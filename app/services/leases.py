@@ -45,7 +45,6 @@ class Ask:
     requested_ip: str | None = None
     avoid: tuple[str, ...] = ()
     actor: str = "system"
-    hold_seconds: float | None = None  # how long the offer holds (default: the lease time)
 
 
 @dataclass(kw_only=True)
@@ -158,7 +157,7 @@ def _plan(index: int, ask: Ask, target: Subnet, recent: list[Any],
               "client_id": ask.client_id, "instance_id": ask.instance_id,
               "hostname": ask.hostname, "owner": ask.owner, "hwaddr": ask.hwaddr,
               "created_at": now, "updated_at": now,
-              "expires_at": now + timedelta(seconds=ask.hold_seconds or target.lease_time)}
+              "expires_at": now + timedelta(seconds=target.lease_time)}
     queue = preferred(pool, current=None, previous=previous, requested=requested) + \
         random_probes(pool, PROBES, _rng)
     return _Plan(index=index, target=target, pool=pool, values=values, actor=ask.actor,

@@ -225,3 +225,72 @@ def test_new_exchange_budget(subnet, workers, given, budget):
 def test_admission_policy_is_checked(subnet, policy):
     with pytest.raises(ConfigError):
         ServerConfig(server_id="10.0.0.1", subnets=(subnet,), **policy)
+
+
+# -- a grouping backend (GroupedLeaseBackend): answered from its own thread, no worker ----
+
+
+class GroupingBackend(MemoryLeaseBackend):
+    """Takes offers and commits as futures the test completes by hand (one 'group')."""
+
+    def __init__(self) -> None:
+        super().__init__(offer_lifetime=30, decline_probation=3600)
+        self.open: list[tuple[Future[Any], str, Any, str | None, float]] = []
+
+    def begin(self, call, client, address, now):
+        future: Future[Any] = Future()
+        self.open.append((future, call, client, address, now))
+        return future
+
+    def commit_group(self) -> None:
+        group, self.open = self.open, []
+        for future, call, client, address, now in group:
+            method = self.offer if call == "offer" else self.commit
+            future.set_result(method(client, address, now))
+
+
+def grouped_harness(subnet: SubnetConfig, **policy: Any) -> Harness:
+    config = ServerConfig(server_id="10.0.0.1", subnets=(subnet,), workers=4, **policy)
+    harness = Harness(config)
+    harness.backend = GroupingBackend()  # type: ignore[assignment]
+    harness.server = DhcpServer(interface=IFACE, config=config, backend=harness.backend,
+                                sock=harness.sock, executor=harness.pool,  # type: ignore[arg-type]
+                                clock=harness.clock)
+    return harness
+
+
+def test_a_grouping_backend_answers_from_its_group_without_a_worker(subnet, make_request):
+    h = grouped_harness(subnet, max_new_exchanges=8)
+    for n in range(3):
+        h.receive(discover(make_request, n))
+    assert h.pool.queue == [] and h.replies() == []  # no worker, no reply before the group
+    h.backend.commit_group()  # type: ignore[attr-defined]
+    assert h.replies() == [opt.OFFER] * 3
+    assert len({p.yiaddr for p in h.sock.sent}) == 3
+    assert h.counters["offers"] == 3
+
+
+def test_grouped_new_exchanges_keep_their_budget_and_give_it_back(subnet, make_request):
+    h = grouped_harness(subnet, max_new_exchanges=2)
+    for n in range(3):
+        h.receive(discover(make_request, n))
+    assert h.counters["dropped_overload_new"] == 1  # the third DISCOVER: over the budget
+    h.backend.commit_group()  # type: ignore[attr-defined]
+    h.receive(discover(make_request, 3))  # the budget is back once the group answered
+    h.backend.commit_group()  # type: ignore[attr-defined]
+    assert h.counters["offers"] == 3 and h.counters["dropped_overload_new"] == 1
+
+
+def test_a_grouped_call_that_fails_is_a_counted_drop_not_a_reply(subnet, make_request):
+    h = grouped_harness(subnet)
+    h.receive(discover(make_request, 1))
+    future = h.backend.open[0][0]  # type: ignore[attr-defined]
+    future.set_exception(RuntimeError("the group's transaction failed"))
+    assert h.replies() == [] and h.counters["backend_errors"] == 1
+
+
+def test_calls_a_grouping_backend_does_not_take_go_to_the_workers(subnet, make_request):
+    h = grouped_harness(subnet)
+    h.receive(make_request(opt.RELEASE, mac=mac(5), xid=5, ciaddr="10.0.0.50",
+                           server_id=SERVER))
+    assert len(h.pool.queue) == 1 and h.backend.open == []  # type: ignore[attr-defined]
