@@ -215,7 +215,8 @@ def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
     cidr_of = {subnet_id: cidr for cidr, subnet_id in ids_.items()}
     wanted = set(keys)
     rows = db.session.execute(select(Lease).where(
-        Lease.subnet_id.in_(set(ids_.values())), Lease.client_id.in_({c for _, c in keys}),
+        leases.among(Lease.subnet_id, set(ids_.values())),
+        leases.among(Lease.client_id, {c for _, c in keys}),
         Lease.state.in_(HOLDING)).order_by(Lease.id).with_for_update()).scalars().all()
     found: dict[tuple[str, str], Lease] = {}
     fresh = uow.pending().fresh_leases

@@ -8,12 +8,13 @@ machine or data center they run in, because the database refuses the second hold
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ARRAY, any_, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -116,6 +117,15 @@ def reserve_many(asks: Sequence[Ask]) -> list[Lease | BusinessError]:
     return outcomes  # type: ignore[return-value]
 
 
+def among(column: Any, values: Collection[Any]) -> Any:
+    """`column IN values` as one array parameter on PostgreSQL (`= ANY(:values)`): an
+    expanded IN renders and binds one parameter per value, ~10 us of CPU each here, for a
+    group's hundred candidates a millisecond per query. SQLite has no arrays."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(column.type)))
+    return column.in_(values)
+
+
 def recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
     """The last few leases of each (subnet, client), newest first: one query for a batch."""
     if not keys:
@@ -124,8 +134,8 @@ def recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
                                   order_by=Lease.id.desc()).label("rank")
     inner = select(Lease.id, Lease.address, Lease.state, Lease.instance_id, Lease.subnet_id,
                    Lease.client_id, rank).where(
-        Lease.subnet_id.in_({k[0] for k in keys}),
-        Lease.client_id.in_({k[1] for k in keys})).subquery()
+        among(Lease.subnet_id, {k[0] for k in keys}),
+        among(Lease.client_id, {k[1] for k in keys})).subquery()
     rows = db.session.execute(select(inner).where(inner.c.rank <= RECENT)
                               .order_by(inner.c.id.desc())).all()
     found: dict[tuple[int, str], list[Any]] = {}
@@ -214,13 +224,13 @@ def _candidate(plan: _Plan, claimed: set[int], taken: dict[int, set[int]],
         plan.tried -= set(free)  # free now, whatever an earlier round saw
 
 
-def held_addresses(subnet_id: int, among: Iterable[int] | None = None) -> set[int]:
+def held_addresses(subnet_id: int, addresses: Iterable[int] | None = None) -> set[int]:
     """The addresses of the subnet that have a holder (offered or bound), or only those of
-    them `among` the given ones (one indexed lookup for a few candidates)."""
+    them among `addresses` (one indexed lookup for a group's candidates)."""
     query = select(Lease.address).where(Lease.subnet_id == subnet_id,
                                         Lease.state.in_(HOLDING_VALUES))
-    if among is not None:
-        query = query.where(Lease.address.in_(set(among)))
+    if addresses is not None:
+        query = query.where(among(Lease.address, set(addresses)))
     return set(db.session.execute(query).scalars())
 
 
@@ -273,12 +283,43 @@ def _insert(rows: list[dict[str, Any]]) -> list[Lease]:
         index_elements=["subnet_id", "address"], index_where=text(HOLDING_SQL),
     ).returning(Lease)
     inserted = list(db.session.execute(stmt, rows).scalars())
+    _statistics.grew(len(inserted))
     fresh = uow.pending().fresh_leases
     for lease in inserted:
         # Nobody else can see, let alone change, a row this transaction inserted: later
         # steps of the same transaction may use it without locking it again.
         fresh[lease.id] = lease
     return inserted
+
+
+class _Statistics:
+    """Keeps the planner's picture of the lease table current while it grows fast.
+
+    On a new database the table starts empty, and autovacuum analyzes it at most once a
+    minute. Until then PostgreSQL plans the lookups by address or client as if the table
+    held a handful of rows: it walks the whole subnet's index entries instead of probing
+    them (measured: 1.4 ms instead of 0.05 ms at 3,000 leases, growing with the table), which
+    is exactly when a boot storm fills it. So each time the rows this process inserted double
+    (from 1,000 on), it analyzes the table itself: a dozen times up to a few million rows,
+    each a sample of at most 30,000 rows. ANALYZE blocks no reader or writer.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inserted = 0
+        self.next_at = 1000
+
+    def grew(self, count: int) -> None:
+        with self.lock:
+            self.inserted += count
+            if self.inserted < self.next_at:
+                return
+            self.next_at = self.inserted * 2
+        if db.session.get_bind().dialect.name == "postgresql":
+            db.session.execute(text("ANALYZE leases"))
+
+
+_statistics = _Statistics()
 
 
 def _reserved(lease: Lease, actor: str) -> Lease:
