@@ -1,7 +1,10 @@
-"""DHCP benchmark: perfdhcp against Kea and against Leaseflow's own server, in one run.
+"""DHCP benchmark: perfdhcp against Kea and against Leaseflow's own servers, in one run.
 
-Both servers are measured in the same pair of network namespaces (server side and client
-side of one veth pair), one after the other, with the same perfdhcp settings:
+Three servers are measured in the same pair of network namespaces (server side and client
+side of one veth pair), one after the other, with the same perfdhcp settings: Kea (memfile),
+Leaseflow's protocol engine on its in-memory backend, and the product, `leaseflow dhcp
+--dora fast|process` on PostgreSQL + Redis with `--followers N` `leaseflow worker`
+processes (bench/peers/leaseflow_dhcp.py says how the namespace reaches PostgreSQL and Redis).
 
 - new-lease rate: DORAs completed per second (REQUEST-ACK received / seconds) at the highest
   offered rate whose run dropped at most 0.1 % of exchanges. Every step starts on a fresh
@@ -17,10 +20,18 @@ side of one veth pair), one after the other, with the same perfdhcp settings:
   most 0.1 % drops. perfdhcp sends renewals only beside DORAs and never faster than them,
   so a renewal step runs `-r N -f N` for 1,000 known clients: N DORAs plus N renewals a second.
 
-`python -m bench.dhcp [--quick] [--only kea|leaseflow] [--seconds S] [--json]`; `main(argv)`
-serves `leaseflow bench dhcp`. The full run takes 2-4 minutes, `--quick` (1 s steps, a
-coarse search, no bisection) about 30 s. All traffic stays inside the two namespaces this
-run creates.
+The product needs ~17 s of set-up per step (a new schema, migrations and the subnet through
+the CLI, the server and its followers) and completes hundreds of new leases a second (its
+process path tens), not thousands: it searches from its own start rate with a larger time
+budget, and each of its steps also reports the server's counters (offers, acks, drops), the
+`dhcp_lease` instances and how many had started when perfdhcp exited, and how long the
+followers took to start the rest.
+
+`python -m bench.dhcp [--quick] [--only kea,leaseflow,product] [--dora fast|process]
+[--followers N] [--seconds S] [--json]`; `main(argv)` serves `leaseflow bench dhcp`. Kea and
+the in-memory engine take 2-4 minutes in all, `--quick` (1 s steps, a coarse search, no
+bisection) about 30 s; the product adds 4-10 minutes, about 2 with `--quick`. All traffic stays
+inside the two namespaces this run creates, on loopback and on unix sockets.
 """
 
 from __future__ import annotations
@@ -43,6 +54,14 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.peers.kea import KeaPeer, KeaPeerError
+from bench.peers.leaseflow_dhcp import (
+    DORA_MODES,
+    PRODUCT_PREFIX,
+    ProductError,
+    ProductFigures,
+    ProductTarget,
+    describe,
+)
 from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
 from bench.peers.perfdhcp import (
     DISCOVER_OFFER,
@@ -63,6 +82,13 @@ POOL_SIZE = 65_279
 RENEW_CLIENTS = 1_000
 DELAY_RUN_FACTORS = (1.0, 0.8, 0.5)
 MIN_RATE = 100
+SERVERS = ("kea", "leaseflow", "product")
+# The product's search starts near what it completed here (2 cores: the fast path ~90-150
+# new leases/s with 1-5 s steps, the process path tens); each of its steps costs ~17 s of
+# set-up, so its budget (a cap: the search ends by itself) is larger.
+PRODUCT_START_RATE = {"fast": 250, "process": 40}
+PRODUCT_MIN_RATE = 10
+PRODUCT_BUDGET_FACTOR = 8
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -82,12 +108,20 @@ class Plan:
     retries: int  # extra attempts for a failed step once a boundary is known
     renew: bool
     budget: float  # seconds per server: 55 % new leases, 45 % renewals; delay runs on top
+    min_rate: int = MIN_RATE  # the search halves no lower
 
 
 FULL = Plan(seconds=3.0, start_rate=1000, growth=1.6, max_rate=20_000, bisections=2,
             retries=1, renew=True, budget=110.0)
 QUICK = Plan(seconds=1.0, start_rate=1000, growth=3.0, max_rate=27_000, bisections=0,
              retries=0, renew=True, budget=12.0)
+
+
+def product_plan(plan: Plan, dora: str) -> Plan:
+    """The plan for the product: its own start rate and floor, and more time (see above)."""
+    return Plan(**asdict(plan) | {"start_rate": PRODUCT_START_RATE[dora],
+                                  "min_rate": PRODUCT_MIN_RATE,
+                                  "budget": plan.budget * PRODUCT_BUDGET_FACTOR})
 
 
 class Target(Protocol):
@@ -99,6 +133,9 @@ class Target(Protocol):
 
     def fresh(self) -> None:
         """Restart with an empty lease store."""
+
+    def settle(self) -> ProductFigures | None:
+        """After a perfdhcp run: what the server says it did, where it says anything."""
 
     def stop(self) -> None: ...
 
@@ -122,6 +159,9 @@ class KeaTarget:
     def fresh(self) -> None:
         assert self.peer is not None
         self.peer.restart_dhcp4(fresh=True)
+
+    def settle(self) -> None:
+        return None
 
     def stop(self) -> None:
         if self.peer is not None:
@@ -179,6 +219,9 @@ class LeaseflowTarget:
         self.stop()
         self.start()
 
+    def settle(self) -> None:
+        return None
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -197,6 +240,7 @@ class Step:
     rate: int
     completed: float
     drop_ratio: float
+    figures: ProductFigures | None = None  # the product's, of this step
 
     @property
     def passed(self) -> bool:
@@ -222,6 +266,8 @@ class ServerResult:
     renew_delays_drop_ratio: float | None = None
     steps: int = 0
     error: str | None = None
+    figures: ProductFigures | None = None  # the product's, of the step new_leases_per_s is from
+    figures_rate: int | None = None  # that step's offered rate
 
 
 def search_highest_rate(
@@ -254,7 +300,7 @@ def search_highest_rate(
     else:
         # Already too fast at the start (or a noisy first run): come down until one passes.
         failed = rate
-        while best is None and rate // 2 >= MIN_RATE:
+        while best is None and rate // 2 >= plan.min_rate:
             rate //= 2
             if not attempt(rate):
                 failed = rate
@@ -273,7 +319,8 @@ def search_highest_rate(
 
 
 def delay_run(
-    measure: Callable[[int, bool], tuple[Step, PerfdhcpRun]], rate: int
+    measure: Callable[[int, bool], tuple[Step, PerfdhcpRun]], rate: int,
+    min_rate: int = MIN_RATE,
 ) -> tuple[Step, PerfdhcpRun]:
     """A run with per-exchange timestamps, at the best rate or a little below it.
 
@@ -283,7 +330,7 @@ def delay_run(
     """
     result: tuple[Step, PerfdhcpRun] | None = None
     for factor in DELAY_RUN_FACTORS:
-        result = measure(max(MIN_RATE, int(rate * factor)), True)
+        result = measure(max(min_rate, int(rate * factor)), True)
         if result[0].passed:
             break
     assert result is not None
@@ -294,9 +341,16 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
                    progress: Callable[[str], None]) -> ServerResult:
     server_ip = SERVER_ADDRESS.split("/")[0]
     steps = 0
+    last_new: Step | None = None  # whose figures to show when no step passes
+
+    def settle() -> ProductFigures | None:
+        figures = target.settle()
+        if figures is not None:
+            progress(f"    {describe(figures)}")
+        return figures
 
     def new_leases(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
-        nonlocal steps
+        nonlocal steps, last_new
         steps += 1
         target.fresh()
         clients = min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2)))
@@ -305,6 +359,10 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio)
         progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
                  f"drops {step.drop_ratio:.3%}")
+        step = Step(rate=step.rate, completed=step.completed, drop_ratio=step.drop_ratio,
+                    figures=settle())
+        if not timestamps:
+            last_new = step
         return step, run
 
     def renewals(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
@@ -317,6 +375,7 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop)
         progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
                  f"drops {step.drop_ratio:.3%}")
+        settle()
         return step, run
 
     # The new-lease figure is capped by the pool: every step needs rate × seconds addresses.
@@ -326,9 +385,12 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
     best_new = search_highest_rate(new_leases, capped, plan.start_rate,
                                    deadline=began + plan.budget * 0.55)
     result: dict[str, object] = {"server": target.name}
+    shown = best_new[0] if best_new is not None else last_new
+    if shown is not None and shown.figures is not None:
+        result |= {"figures": shown.figures, "figures_rate": shown.rate}
     if best_new is not None:
         step = best_new[0]
-        delay_step, run = delay_run(new_leases, step.rate)
+        delay_step, run = delay_run(new_leases, step.rate, plan.min_rate)
         dora, rack = run.stats(DISCOVER_OFFER), run.stats(REQUEST_ACK)
         result |= {
             "delays_rate": delay_step.rate, "delays_drop_ratio": delay_step.drop_ratio,
@@ -340,11 +402,12 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         }
     if plan.renew:
         # Renewal steps carry as many DORAs as renewals: start below the DORA limit.
-        start = max(250, int((best_new[0].rate if best_new else plan.start_rate) / 2))
+        floor = min(250, plan.start_rate)
+        start = max(floor, int((best_new[0].rate if best_new else plan.start_rate) / 2))
         best_renew = search_highest_rate(renewals, plan, start,
                                          deadline=time.monotonic() + plan.budget * 0.45)
         if best_renew is not None:
-            renew_step, renew_run = delay_run(renewals, best_renew[0].rate)
+            renew_step, renew_run = delay_run(renewals, best_renew[0].rate, plan.min_rate)
             renew = renew_run.stats(RENEW_ACK)
             result |= {"renewals_per_s": best_renew[0].completed,
                        "renew_delays_rate": renew_step.rate,
@@ -363,19 +426,31 @@ def _workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_bench(servers: Sequence[str], plan: Plan,
-              progress: Callable[[str], None]) -> list[ServerResult]:
+def make_target(name: str, namespace: Namespace, workdir: Path, *, dora: str = "fast",
+                followers: int = 1) -> Target:
+    if name == "kea":
+        return KeaTarget(namespace, workdir)
+    if name == "leaseflow":
+        return LeaseflowTarget(namespace, workdir)
+    if name == "product":
+        return ProductTarget(namespace, workdir, subnet=SUBNET, pool=f"{POOL_FIRST}-{POOL_LAST}",
+                             dora=dora, followers=followers)
+    raise ValueError(f"unknown server {name!r}")
+
+
+def run_bench(servers: Sequence[str], plan: Plan, progress: Callable[[str], None], *,
+              dora: str = "fast", followers: int = 1) -> list[ServerResult]:
     results: list[ServerResult] = []
     with _workdir() as workdir, veth_pair(SERVER_ADDRESS, CLIENT_ADDRESS) as (server, client):
         for name in servers:
-            target: KeaTarget | LeaseflowTarget = (
-                KeaTarget(server, workdir) if name == "kea" else LeaseflowTarget(server, workdir)
-            )
+            target = make_target(name, server, workdir, dora=dora, followers=followers)
             progress(f"{target.name}:")
             try:
                 target.start()
-                results.append(measure_server(target, client, plan, progress))
-            except (BenchError, KeaPeerError, PerfdhcpError) as exc:
+                results.append(measure_server(
+                    target, client, product_plan(plan, dora) if name == "product" else plan,
+                    progress))
+            except (BenchError, KeaPeerError, PerfdhcpError, ProductError) as exc:
                 results.append(ServerResult(server=target.name, error=str(exc)))
             finally:
                 target.stop()
@@ -420,6 +495,8 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
     for r in results:
         if r.error:
             lines.append(f"{r.server}: {r.error}")
+        if r.figures is not None:
+            lines.append(product_line(r))
         for what, rate, drops in (("delays", r.delays_rate, r.delays_drop_ratio),
                                   ("renew delays", r.renew_delays_rate,
                                    r.renew_delays_drop_ratio)):
@@ -427,13 +504,14 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
                 lines.append(f"{r.server}: {what} from an overloaded run ({rate}/s, "
                              f"{drops:.1%} dropped): no timestamped run passed")
     kea = next((r for r in results if r.server.startswith("Kea") and r.new_leases_per_s), None)
-    ours = next((r for r in results if r.server.startswith("Leaseflow")
-                 and r.new_leases_per_s), None)
-    if kea and ours and kea.new_leases_per_s and ours.new_leases_per_s:
-        ratio = ours.new_leases_per_s / kea.new_leases_per_s
-        renew = ("" if not (kea.renewals_per_s and ours.renewals_per_s) else
-                 f", renewals {ours.renewals_per_s / kea.renewals_per_s:.2f} × Kea")
-        lines.append(f"Leaseflow / Kea: new leases {ratio:.2f} ×{renew}")
+    for label, ours in (
+        ("Leaseflow", next((r for r in results if r.server.startswith("Leaseflow")
+                            and not r.server.startswith(PRODUCT_PREFIX)), None)),
+        (PRODUCT_PREFIX, next((r for r in results if r.server.startswith(PRODUCT_PREFIX)),
+                              None)),
+    ):
+        if kea and ours:
+            lines += ratio_line(label, ours, kea)
     lines += [
         "new leases/s: REQUEST-ACK received / seconds at the best step with ≤ 0.1 % drops,",
         "  fresh lease store and rate × seconds distinct clients per step;",
@@ -441,22 +519,83 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
         "renewals/s: renew ACKs / seconds beside an equal DORA rate for 1,000 clients "
         "(perfdhcp -r N -f N).",
     ]
+    if any(r.figures is not None for r in results):
+        lines += [
+            "product: the server's counters at exit, and the dhcp_lease instances of that "
+            "step: how many",
+            "  had started when perfdhcp exited, how long the followers took for the rest.",
+        ]
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def ratio_line(label: str, ours: ServerResult, kea: ServerResult) -> list[str]:
+    """`label / Kea: new leases R ×, renewals R × Kea`, or nothing without both figures."""
+    if not (kea.new_leases_per_s and ours.new_leases_per_s):
+        return []
+    ratio = ours.new_leases_per_s / kea.new_leases_per_s
+    renew = ("" if not (kea.renewals_per_s and ours.renewals_per_s) else
+             f", renewals {ours.renewals_per_s / kea.renewals_per_s:.2f} × Kea")
+    return [f"{label} / Kea: new leases {ratio:.2f} ×{renew}"]
+
+
+def product_line(result: ServerResult) -> str:
+    """The product's figures under the table, with the step they come from."""
+    assert result.figures is not None
+    passed = result.new_offered_rate is not None
+    step = (f"at {result.figures_rate:,}/s" if passed else
+            f"at {result.figures_rate:,}/s (no step passed; the last one)")
+    return f"{result.server} {step}: {describe(result.figures)}"
+
+
+def server_list(text: str) -> list[str]:
+    """`--only` values: one server or a comma list of them."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SERVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown server {', '.join(unknown) or repr(text)} (choose from "
+            f"{', '.join(SERVERS)})")
+    return names
+
+
+def selected_servers(only: Sequence[Sequence[str]] | None) -> list[str]:
+    """Every server named by `--only` (in order, once each), or all of them."""
+    if not only:
+        return list(SERVERS)
+    return list(dict.fromkeys(name for names in only for name in names))
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leaseflow bench dhcp", description=__doc__.split(
         "\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
-    parser.add_argument("--only", choices=("kea", "leaseflow"), action="append",
-                        help="measure only this server (repeatable); default both")
+    parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run per server "
+                        "(1-3 minutes for the product)")
+    parser.add_argument("--only", type=server_list, action="append",
+                        help="measure only these servers: kea, leaseflow, product (repeatable "
+                             "or a comma list); default all three")
+    parser.add_argument("--dora", choices=DORA_MODES, default="fast",
+                        help="the product server's `leaseflow dhcp --dora` (default fast)")
+    parser.add_argument("--followers", type=non_negative, default=1,
+                        help="`leaseflow worker` processes beside the product server "
+                             "(default 1; 0: the start jobs stay in the outbox)")
     parser.add_argument("--seconds", type=float, help="length of each step")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.seconds:
         plan = Plan(**asdict(plan) | {"seconds": args.seconds})
-    servers = args.only or ["kea", "leaseflow"]
+    servers = selected_servers(args.only)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -464,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     try:
         find_perfdhcp()
-        results = run_bench(servers, plan, progress)
+        results = run_bench(servers, plan, progress, dora=args.dora, followers=args.followers)
     except (PerfdhcpError, NetnsUnavailable, BenchError) as exc:
         print(f"bench dhcp: {exc}", file=sys.stderr)
         return 1
