@@ -58,16 +58,29 @@ class OfferBook:
             return {held.address for (s, _), held in self._clients.items()
                     if s == subnet and held.until > now}
 
-    def hold(self, subnet: str, client: str, address: int, until: float, now: float) -> None:
+    def claim(self, subnet: str, client: str, address: int, until: float,
+              now: float) -> bool:
+        """Hold `address` for `client` unless another client's live offer holds it (one
+        check-and-hold, so two groups choosing at once cannot both take it)."""
         with self._lock:
-            previous = self._clients.get((subnet, client))
-            if previous is not None and previous.address != address:
-                self._addresses.pop((subnet, previous.address), None)
-            self._clients[(subnet, client)] = Held(address, until)
-            self._addresses[(subnet, address)] = client
-            if now >= self._next_purge:
-                self._purge(now)
-                self._next_purge = now + self._purge_every
+            other = self._addresses.get((subnet, address))
+            if other is not None and other != client:
+                entry = self._clients.get((subnet, other))
+                if entry is not None and entry.address == address and entry.until > now:
+                    return False
+            self._hold(subnet, client, address, until, now)
+            return True
+
+    def _hold(self, subnet: str, client: str, address: int, until: float,
+              now: float) -> None:
+        previous = self._clients.get((subnet, client))
+        if previous is not None and previous.address != address:
+            self._addresses.pop((subnet, previous.address), None)
+        self._clients[(subnet, client)] = Held(address, until)
+        self._addresses[(subnet, address)] = client
+        if now >= self._next_purge:
+            self._purge(now)
+            self._next_purge = now + self._purge_every
 
     def drop(self, subnet: str, client: str) -> int | None:
         """Forget the client's offer (bound, declined or taken elsewhere); its address."""

@@ -194,19 +194,22 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
             found[place] = None
             continue
         taken[ask.cidr].add(address)
-        book.hold(ask.cidr, ask.client_id, address, now + ask.offer_lifetime, now)
         found[place] = Offered(int_to_ip(address))
 
 
 def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: Subnet, *,
           book: OfferBook, now: float) -> int | None:
+    """The first candidate nobody holds, claimed in the book for the offer lifetime."""
+    until = now + ask.offer_lifetime
     for address in queue:
-        if address not in taken and book.holder(ask.cidr, address, now) is None:
+        if address not in taken and book.claim(ask.cidr, ask.client_id, address, until, now):
             return address
     # Probes spent (a nearly full pool): the exact free list, read once for this ask.
     busy = leases.held_addresses(subnet.id) | taken | book.addresses(ask.cidr, now)
-    free = free_candidates(subnets.pool_of(subnet), busy, 1, _rng)
-    return free[0] if free else None
+    for address in free_candidates(subnets.pool_of(subnet), busy, PROBES, _rng):
+        if book.claim(ask.cidr, ask.client_id, address, until, now):
+            return address
+    return None
 
 
 def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
@@ -271,10 +274,16 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
             hwaddr=ask.hwaddr, instance_id=taken[0][n] if taken else None))
     bound = leases.bind_new(binds, actor=actor)
     place_of = {place: n for n, place in enumerate(places)}
+    lost = [ask for ask, lease in zip(asks, bound, strict=True) if lease is None]
+    # A copy of the same REQUEST in a concurrent group may have bound it first: then this
+    # one is answered with that lease (an ACK again), not refused.
+    theirs = _holding([(ask.cidr, ask.client_id) for ask in lost]) if lost else {}
     entries, made = [], []
     for place, ask, lease in zip(places, asks, bound, strict=True):
         if lease is None:
-            found[place] = Refused("address not available")
+            mine = theirs.get((ask.cidr, ask.client_id))
+            found[place] = view(mine) if mine is not None and \
+                int_to_ip(mine.address) == ask.address else Refused("address not available")
             continue
         request: dict[str, Any] = {
             "subnet": ask.cidr, "client_id": lease.client_id, "hwaddr": lease.hwaddr,

@@ -40,8 +40,10 @@ R = TypeVar("R")
 class GroupCommit(Generic[T, R]):
     def __init__(self, app: Flask, run: Callable[[Sequence[T]], Sequence[R | BaseException]],
                  *, name: str, max_group: int = 64, window: float = 0.0,
-                 guard: AbstractContextManager[Any] | None = None) -> None:
+                 guard: AbstractContextManager[Any] | None = None, threads: int = 1) -> None:
         # guard: held around each group's transaction (e.g. the DHCP server's SQLite turn).
+        # threads: groups committing at once; while one waits for the database another
+        # runs (`run` must then tolerate a concurrent group, as separate processes would).
         self._guard = guard if guard is not None else contextlib.nullcontext()
         self._app = app
         self._run = run
@@ -49,9 +51,11 @@ class GroupCommit(Generic[T, R]):
         self._max = max_group
         self._window = window
         self._queue: queue.SimpleQueue[tuple[T, Future[R]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=f"leaseflow-{name}",
-                                        daemon=True)
-        self._thread.start()
+        self._gather_lock = threading.Lock()  # one thread gathers a group at a time
+        self._threads = [threading.Thread(target=self._loop, name=f"leaseflow-{name}-{n}",
+                                          daemon=True) for n in range(max(1, threads))]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, item: T, timeout: float | None = 60.0) -> R:
         """The item's outcome once its group committed; raises its refusal or the group's
@@ -64,8 +68,10 @@ class GroupCommit(Generic[T, R]):
         return future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def _gather(self, first: tuple[T, Future[R]]) -> tuple[list[tuple[T, Future[R]]], bool]:
         group, closing = [first], False
@@ -85,10 +91,11 @@ class GroupCommit(Generic[T, R]):
 
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group, closing = self._gather(first)
+            with self._gather_lock:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group, closing = self._gather(first)
             self._commit(group)
             if closing:
                 return

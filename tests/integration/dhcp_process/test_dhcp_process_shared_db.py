@@ -75,3 +75,24 @@ def test_two_servers_on_one_postgres_never_hand_out_one_address_twice(
     assert len(holders) == 5 and all(n == 1 for _, n in holders)
     for backend in backends:
         backend.close()
+
+
+def test_one_request_reaching_two_fast_servers_at_once_is_acked_by_both_once_bound(
+        two_apps) -> None:
+    """A client's REQUEST (or its retransmission) answered by two fast-path servers at
+    the same moment: both answer ACK with the same lease; one lease, one instance."""
+    from app.models import ProcessInstance
+
+    backends = backends_for(two_apps, ("fast", "fast"))
+    client = Client(subnet=SUBNET, client_id=b"\x01\x02\x00\x00\x00\x09\x77",
+                    chaddr=b"\x02\x00\x00\x00\x09\x77")
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda b: b.commit(client, "10.66.0.12", time.time()),
+                                backends))
+    assert all(isinstance(a, Binding) and a.address == "10.66.0.12" for a in answers)
+    with two_apps[0].app_context():
+        assert db.session.execute(select(func.count()).select_from(Lease)).scalar_one() == 1
+        assert db.session.execute(
+            select(func.count()).select_from(ProcessInstance)).scalar_one() == 1
+    for backend in backends:
+        backend.close()
