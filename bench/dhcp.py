@@ -1,10 +1,14 @@
 """DHCP benchmark: perfdhcp against Kea and against Leaseflow's own servers, in one run.
 
-Three servers are measured in the same pair of network namespaces (server side and client
-side of one veth pair), one after the other, with the same perfdhcp settings: Kea (memfile),
-Leaseflow's protocol engine on its in-memory backend, and the product, `leaseflow dhcp
---dora fast|process` on PostgreSQL + Redis with `--followers N` `leaseflow worker`
-processes (bench/peers/leaseflow_dhcp.py says how the namespace reaches PostgreSQL and Redis).
+Four servers are measured in the same pair of network namespaces (server side and client
+side of one veth pair), one after the other, with the same perfdhcp settings: Kea (memfile,
+the issue's reference), Kea with its PostgreSQL lease backend (the like-for-like peer of the
+product, which also keeps its leases durably in PostgreSQL; its own database `kea_bench`,
+schema by `kea-admin db-init`, reached through the unix socket directory), both with one
+thread and WARN logging, Leaseflow's protocol engine on its in-memory backend, and the
+product, `leaseflow dhcp --dora fast|process` on PostgreSQL + Redis with `--followers N`
+`leaseflow worker` processes (bench/peers/leaseflow_dhcp.py says how the namespace reaches
+PostgreSQL and Redis).
 
 - new-lease rate: DORAs completed per second (REQUEST-ACK received / seconds) at the highest
   offered rate whose run dropped at most 0.1 % of exchanges. Every step starts on a fresh
@@ -27,11 +31,11 @@ budget, and each of its steps also reports the server's counters (offers, acks, 
 `dhcp_lease` instances and how many had started when perfdhcp exited, and how long the
 followers took to start the rest.
 
-`python -m bench.dhcp [--quick] [--only kea,leaseflow,product] [--dora fast|process]
-[--followers N] [--seconds S] [--json]`; `main(argv)` serves `leaseflow bench dhcp`. Kea and
-the in-memory engine take 2-4 minutes in all, `--quick` (1 s steps, a coarse search, no
-bisection) about 30 s; the product adds 4-10 minutes, about 2 with `--quick`. All traffic stays
-inside the two namespaces this run creates, on loopback and on unix sockets.
+`python -m bench.dhcp [--quick] [--only kea,kea-pg,leaseflow,product] [--dora fast|process]
+[--followers N] [--seconds S] [--json]`; `main(argv)` serves `leaseflow bench dhcp`. The two
+Keas and the in-memory engine take 3-6 minutes in all, `--quick` (1 s steps, a coarse search,
+no bisection) about 30 s each; the product adds 4-10 minutes, about 2 with `--quick`. All
+traffic stays inside the two namespaces this run creates, on loopback and on unix sockets.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bench.peers.kea import KeaPeer, KeaPeerError
+from bench.peers.kea import KeaPeer, KeaPeerError, KeaPostgres
 from bench.peers.leaseflow_dhcp import (
     DORA_MODES,
     PRODUCT_PREFIX,
@@ -82,7 +86,7 @@ POOL_SIZE = 65_279
 RENEW_CLIENTS = 1_000
 DELAY_RUN_FACTORS = (1.0, 0.8, 0.5)
 MIN_RATE = 100
-SERVERS = ("kea", "leaseflow", "product")
+SERVERS = ("kea", "kea-pg", "leaseflow", "product")
 # The product's search starts near what it completed here (2 cores: the fast path ~90-150
 # new leases/s with 1-5 s steps, the process path tens); each of its steps costs ~17 s of
 # set-up, so its budget (a cap: the search ends by itself) is larger.
@@ -144,16 +148,22 @@ class KeaTarget:
     """kea-dhcp4: memfile lease store, one thread, WARN logging."""
 
     name = "Kea 2.2 (memfile, 1 thread)"
+    directory = "kea"
 
     def __init__(self, namespace: Namespace, workdir: Path) -> None:
         self.namespace = namespace
-        self.workdir = workdir / "kea"
+        self.workdir = workdir / self.directory
         self.peer: KeaPeer | None = None
+
+    def lease_store(self) -> KeaPostgres | None:
+        """The prepared lease store Kea is given; None: its memfile."""
+        return None
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.peer = KeaPeer(workdir=self.workdir, subnet=SUBNET,
-                            pool=f"{POOL_FIRST} - {POOL_LAST}", namespace=self.namespace)
+                            pool=f"{POOL_FIRST} - {POOL_LAST}", namespace=self.namespace,
+                            lease_store=self.lease_store())
         self.peer.start()
 
     def fresh(self) -> None:
@@ -167,6 +177,17 @@ class KeaTarget:
         if self.peer is not None:
             self.peer.stop()
             self.peer = None
+
+
+class KeaPostgresTarget(KeaTarget):
+    """kea-dhcp4 with its PostgreSQL lease backend (database `kea_bench`, a new schema per
+    run, its lease tables emptied per step), one thread, WARN logging."""
+
+    name = "Kea 2.2 (PostgreSQL, 1 thread)"
+    directory = "kea-pg"
+
+    def lease_store(self) -> KeaPostgres:
+        return KeaPostgres().prepare()
 
 
 class LeaseflowTarget:
@@ -430,6 +451,8 @@ def make_target(name: str, namespace: Namespace, workdir: Path, *, dora: str = "
                 followers: int = 1) -> Target:
     if name == "kea":
         return KeaTarget(namespace, workdir)
+    if name == "kea-pg":
+        return KeaPostgresTarget(namespace, workdir)
     if name == "leaseflow":
         return LeaseflowTarget(namespace, workdir)
     if name == "product":
@@ -503,15 +526,18 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
             if rate is not None and drops is not None and drops > MAX_DROP_RATIO:
                 lines.append(f"{r.server}: {what} from an overloaded run ({rate}/s, "
                              f"{drops:.1%} dropped): no timestamped run passed")
-    kea = next((r for r in results if r.server.startswith("Kea") and r.new_leases_per_s), None)
-    for label, ours in (
-        ("Leaseflow", next((r for r in results if r.server.startswith("Leaseflow")
-                            and not r.server.startswith(PRODUCT_PREFIX)), None)),
-        (PRODUCT_PREFIX, next((r for r in results if r.server.startswith(PRODUCT_PREFIX)),
-                              None)),
+    kea = next((r for r in results if r.server == KeaTarget.name), None)
+    kea_pg = next((r for r in results if r.server == KeaPostgresTarget.name), None)
+    engine = next((r for r in results if r.server.startswith("Leaseflow")
+                   and not r.server.startswith(PRODUCT_PREFIX)), None)
+    product = next((r for r in results if r.server.startswith(PRODUCT_PREFIX)), None)
+    for label, ours, peer, peer_label in (
+        ("Leaseflow", engine, kea, "Kea"),
+        (PRODUCT_PREFIX, product, kea, "Kea"),
+        (PRODUCT_PREFIX, product, kea_pg, "Kea (PostgreSQL)"),
     ):
-        if kea and ours:
-            lines += ratio_line(label, ours, kea)
+        if peer and ours:
+            lines += ratio_line(label, ours, peer, peer_label)
     lines += [
         "new leases/s: REQUEST-ACK received / seconds at the best step with ≤ 0.1 % drops,",
         "  fresh lease store and rate × seconds distinct clients per step;",
@@ -528,14 +554,16 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
     return "\n".join(lines)
 
 
-def ratio_line(label: str, ours: ServerResult, kea: ServerResult) -> list[str]:
-    """`label / Kea: new leases R ×, renewals R × Kea`, or nothing without both figures."""
+def ratio_line(label: str, ours: ServerResult, kea: ServerResult,
+               kea_label: str = "Kea") -> list[str]:
+    """`label / Kea: new leases R ×, renewals R × Kea` (`kea_label` for Kea), or nothing
+    without both figures."""
     if not (kea.new_leases_per_s and ours.new_leases_per_s):
         return []
     ratio = ours.new_leases_per_s / kea.new_leases_per_s
     renew = ("" if not (kea.renewals_per_s and ours.renewals_per_s) else
-             f", renewals {ours.renewals_per_s / kea.renewals_per_s:.2f} × Kea")
-    return [f"{label} / Kea: new leases {ratio:.2f} ×{renew}"]
+             f", renewals {ours.renewals_per_s / kea.renewals_per_s:.2f} × {kea_label}")
+    return [f"{label} / {kea_label}: new leases {ratio:.2f} ×{renew}"]
 
 
 def product_line(result: ServerResult) -> str:
@@ -578,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run per server "
                         "(1-3 minutes for the product)")
     parser.add_argument("--only", type=server_list, action="append",
-                        help="measure only these servers: kea, leaseflow, product (repeatable "
-                             "or a comma list); default all three")
+                        help="measure only these servers: kea (memfile), kea-pg (Kea on "
+                             "PostgreSQL), leaseflow, product (repeatable or a comma list); "
+                             "default all four")
     parser.add_argument("--dora", choices=DORA_MODES, default="fast",
                         help="the product server's `leaseflow dhcp --dora` (default fast)")
     parser.add_argument("--followers", type=non_negative, default=1,

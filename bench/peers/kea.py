@@ -8,6 +8,12 @@ Without an interface Kea opens no DHCP socket at all and serves the REST API onl
 
 Every file (config, memfile lease store, unix socket, pid and lock files, logs) lives in one
 work directory, so parallel runs never share state and a fresh lease store is a file removal.
+
+The lease store is memfile unless a `KeaPostgres` is given: Kea's PostgreSQL lease backend on
+a database of its own (`kea_bench`, beside the test database, never in it), its schema made by
+`kea-admin db-init pgsql` once per run, and a fresh store a TRUNCATE of the lease tables while
+kea-dhcp4 is stopped. Kea inside a network namespace reaches PostgreSQL through the server's
+unix socket directory (FIELD-NOTES): 127.0.0.1 there is the namespace's own loopback.
 """
 
 from __future__ import annotations
@@ -21,16 +27,27 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
 from app.dhcp.kea import KeaClient, KeaError
+from bench.peers.leaseflow_dhcp import BenchDatabase, ProductError, base_database_url, shown
 from bench.peers.netns import Namespace
 
 INSTALL_HINT = "install kea-dhcp4-server kea-ctrl-agent (make test installs it)"
 READY_TIMEOUT = 15.0
+KEA_DATABASE = "kea_bench"
+# Where Kea 2.2's PostgreSQL schema (13.0) keeps leases and what its triggers count of them:
+# TRUNCATE fires no row triggers, so the *_stat tables are emptied along with the leases.
+LEASE_TABLES = ("lease4", "lease4_stat", "lease4_stat_by_client_class",
+                "lease6", "lease6_stat", "lease6_stat_by_client_class", "logs")
+KEA_ADMIN_TIMEOUT = 120.0
 
 
 class KeaPeerError(RuntimeError):
@@ -89,6 +106,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def memfile_lease_database(lease_file: Path) -> dict[str, Any]:
+    return {"type": "memfile", "persist": True, "name": str(lease_file), "lfc-interval": 0}
+
+
+def postgresql_lease_database(url: str) -> dict[str, Any]:
+    """Kea's `lease-database` for a PostgreSQL URL (SQLAlchemy or libpq form). A socket
+    directory given as `?host=/dir` (how libpq names it) wins over the URL's host; the port
+    stays, because it names the socket file."""
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or "localhost"
+    if not isinstance(host, str):  # a repeated ?host= comes as a tuple
+        host = host[0]
+    if not parsed.database or not parsed.username:
+        raise ValueError(f"{shown(url)}: Kea needs a database name and a user")
+    entry: dict[str, Any] = {"type": "postgresql", "name": parsed.database, "host": host,
+                             "user": parsed.username}
+    if parsed.port:
+        entry["port"] = parsed.port
+    if parsed.password:
+        entry["password"] = parsed.password
+    return entry
+
+
 def dhcp4_config(
     *,
     interfaces: list[str],
@@ -100,15 +140,16 @@ def dhcp4_config(
     lease_file: Path,
     log_file: Path,
     lease_cmds: str,
+    lease_database: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """kea-dhcp4 as the benchmark wants it: memfile, one thread, WARN logging."""
+    """kea-dhcp4 as the benchmark wants it: one thread, WARN logging, and memfile in
+    `lease_file` unless `lease_database` says otherwise (`postgresql_lease_database`)."""
     return {
         "Dhcp4": {
             "interfaces-config": {"interfaces": interfaces},
             "control-socket": {"socket-type": "unix", "socket-name": str(socket_path)},
-            "lease-database": {
-                "type": "memfile", "persist": True, "name": str(lease_file), "lfc-interval": 0,
-            },
+            "lease-database": (dict(lease_database) if lease_database is not None
+                               else memfile_lease_database(lease_file)),
             # Kea 2.2 defaults to one thread already; say so, the benchmark depends on it.
             "multi-threading": {"enable-multi-threading": False},
             "valid-lifetime": valid_lifetime,
@@ -139,6 +180,81 @@ def agent_config(
     return {"Control-agent": config}
 
 
+def find_kea_admin() -> str:
+    admin = shutil.which("kea-admin") or _sbin("kea-admin")
+    if not admin:
+        raise KeaMissing("kea-admin not found: install kea-admin (make test installs it)")
+    return admin
+
+
+def kea_admin_init(admin: str, url: str) -> tuple[list[str], dict[str, str]]:
+    """`kea-admin db-init pgsql` for the database `url` names: argv and the environment
+    additions. Without -p kea-admin prompts for nothing (trust auth needs no password); a
+    password goes in KEA_ADMIN_DB_PASSWORD, never on the command line."""
+    entry = postgresql_lease_database(url)
+    argv = [admin, "db-init", "pgsql", "-u", entry["user"], "-n", entry["name"],
+            "-h", entry["host"]]
+    if "port" in entry:
+        argv += ["-P", str(entry["port"])]
+    env = {"KEA_ADMIN_DB_PASSWORD": entry["password"]} if "password" in entry else {}
+    return argv, env
+
+
+class KeaPostgres:
+    """Kea's PostgreSQL lease store: the database `name` on the server `base_url` names
+    (default: the test database's server, LEASEFLOW_TEST_DATABASE_URL), reached through the
+    server's unix socket directory so that a Kea inside a network namespace gets there."""
+
+    def __init__(self, base_url: str | None = None, name: str = KEA_DATABASE) -> None:
+        self.database = BenchDatabase(base_url or base_database_url(), name)
+
+    @property
+    def url(self) -> str:
+        if not self.database.url:
+            raise KeaPeerError("KeaPostgres.prepare() has not run")
+        return self.database.url
+
+    def prepare(self) -> KeaPostgres:
+        """Create the database when missing and give it a new schema from the installed
+        Kea's kea-admin (an empty database is what `db-init` insists on, and a schema made
+        by this Kea is one it accepts)."""
+        admin = find_kea_admin()
+        try:
+            self.database.ensure()
+            self.database.reset()
+        except ProductError as exc:
+            raise KeaPeerError(str(exc)) from None
+        except psycopg.Error as exc:
+            where = self.database.url or self.database.base_url
+            raise KeaPeerError(f"PostgreSQL at {shown(where)}: {exc}") from None
+        argv, extra = kea_admin_init(admin, self.url)
+        try:
+            done = subprocess.run(argv, env=os.environ | extra, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=KEA_ADMIN_TIMEOUT,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            raise KeaPeerError(f"kea-admin db-init took over {KEA_ADMIN_TIMEOUT:.0f} s") from None
+        if done.returncode != 0:
+            raise KeaPeerError(f"kea-admin db-init pgsql failed ({done.returncode}): "
+                               f"{(done.stdout + done.stderr)[-800:].strip()}")
+        return self
+
+    def lease_database(self) -> dict[str, Any]:
+        return postgresql_lease_database(self.url)
+
+    def wipe(self) -> None:
+        """An empty lease store, for a kea-dhcp4 about to start (stopped: no step may
+        race the writes of the last one)."""
+        try:
+            with self.database.connect() as conn:
+                conn.execute("SET lock_timeout = '10s'")
+                conn.execute(sql.SQL("TRUNCATE {}").format(
+                    sql.SQL(", ").join(sql.Identifier(t) for t in LEASE_TABLES)))
+        except psycopg.Error as exc:
+            raise KeaPeerError(f"emptying Kea's lease tables in {shown(self.url)}: "
+                               f"{exc}") from None
+
+
 class KeaPeer:
     """kea-dhcp4 (optionally inside `namespace`) plus its control agent on 127.0.0.1."""
 
@@ -152,11 +268,15 @@ class KeaPeer:
         subnet_id: int = 1,
         valid_lifetime: int = 3600,
         auth: tuple[str, str] | None = None,
+        lease_store: KeaPostgres | None = None,
     ) -> None:
+        """`lease_store`: a prepared `KeaPostgres` for the PostgreSQL lease backend;
+        None keeps leases in a memfile in `workdir`."""
         self.binaries = find_kea()
         self.workdir = workdir
         self.namespace = namespace
         self.auth = auth
+        self.lease_store = lease_store
         self.port = free_port()
         self.socket_path = workdir / "kea4.sock"
         self.lease_file = workdir / "leases4.csv"
@@ -167,6 +287,7 @@ class KeaPeer:
             subnet=subnet, pool=pool, subnet_id=subnet_id, valid_lifetime=valid_lifetime,
             socket_path=self.socket_path, lease_file=self.lease_file,
             log_file=workdir / "kea-dhcp4.log", lease_cmds=self.binaries.lease_cmds,
+            lease_database=lease_store.lease_database() if lease_store is not None else None,
         ), indent=1))
         self._agent_conf.write_text(json.dumps(agent_config(
             port=self.port, socket_path=self.socket_path,
@@ -208,7 +329,9 @@ class KeaPeer:
         return self
 
     def start_dhcp4(self, *, fresh: bool = True, timeout: float = READY_TIMEOUT) -> None:
-        if fresh:
+        if fresh and self.lease_store is not None:
+            self.lease_store.wipe()
+        elif fresh:
             # memfile keeps the store plus .1/.2 files from lease file cleanup.
             for stale in self.workdir.glob(self.lease_file.name + "*"):
                 stale.unlink()
