@@ -103,7 +103,7 @@ class LeaseBackend(Protocol):
 class GroupedLeaseBackend(LeaseBackend, Protocol):
     """A backend that answers some calls in groups, without a server thread per call.
 
-    `begin` starts `call` ("offer" or "commit") and returns a future whose result is what
+    `begin` starts `call` ("offer", "commit" or "renew") and returns a future whose result is what
     the blocking method would have returned; the server answers the client from the
     future's callback, which runs on the backend's own thread. `None` means "not taken":
     the server calls the blocking method on a worker as usual.

@@ -1,13 +1,14 @@
 """`FastLeaseBackend`: the DHCP server's fast DORA path (`leaseflow dhcp --dora fast`).
 
-DISCOVERs and REQUESTs of new clients are handed to one group commit: every exchange
-waiting at that moment is answered from one transaction (`app.services.dora`), and the
-`dhcp_lease` instance of each bound lease is stored with it and started by a worker. The
-ACK goes out only after that transaction committed. Everything else — renewals of a bound
-lease, RELEASE, DECLINE, an offer taken elsewhere, lookups — is the process backend's, so
-the instance hears about it as on the process path.
+DISCOVERs, REQUESTs and renewals are handed to one group commit: every exchange waiting at
+that moment is answered from one transaction (`app.services.dora`), and the `dhcp_lease`
+instance of each newly bound lease is stored with it and started by a worker. An ACK goes
+out only after that transaction committed. A renewal moves the expiry in the database only:
+the instance's expiry timer reads it there before it lets the lease go. RELEASE, DECLINE,
+an offer taken elsewhere and lookups are the process backend's, so the instance hears
+about them as on the process path.
 
-The server hands DISCOVERs and REQUESTs over without blocking (`begin`, the
+The server hands these exchanges over without blocking (`begin`, the
 `GroupedLeaseBackend` port) and sends each reply from the group's thread once it committed:
 no server thread waits per exchange, so a group holds every exchange that arrived while the
 previous one ran. A failed group commit fails only its own exchanges (silence: the clients
@@ -28,7 +29,7 @@ from app.ipam.offers import OfferBook
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app.services.dora import Discover, Outcome, Request
+    from app.services.dora import Ask, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
         # On PostgreSQL two groups commit at once: a group spends about half its time
         # waiting for the database, and the other uses it. SQLite takes one at a time.
         sqlite = str(app.config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite")
-        self._group: GroupCommit[Discover | Request, Outcome] = GroupCommit(
+        self._group: GroupCommit[Ask, Outcome] = GroupCommit(
             app, lambda asks: dora.run(asks, book=self.book, actor=actor), name="dhcp-dora",
             max_group=max_group, guard=self._turn, threads=1 if sqlite else 2)
 
@@ -61,7 +62,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
         from app.services import dhcp, dora
 
         cid = dhcp.client_key(client.client_id)
-        ask: Discover | Request
+        ask: Ask
         if call == "offer":
             ask = dora.Discover(cidr=client.subnet.cidr, client_id=cid,
                                 hwaddr=_hwaddr(client), hostname=client.hostname,
@@ -71,6 +72,9 @@ class FastLeaseBackend(ProcessLeaseBackend):
                 return _done(Refusal(reason="address not in the pool"))
             ask = dora.Request(cidr=client.subnet.cidr, client_id=cid, address=address,
                                hwaddr=_hwaddr(client), hostname=client.hostname)
+        elif call == "renew" and address is not None:
+            ask = dora.Renew(cidr=client.subnet.cidr, client_id=cid, address=address,
+                             hwaddr=_hwaddr(client), hostname=client.hostname)
         else:
             return None
         answer: Future[Binding | Refusal | None] = Future()
@@ -101,7 +105,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
             return self._binding(client, outcome, client.subnet.lease_time)
         return self._binding(client, outcome)
 
-    def _exchange(self, ask: Discover | Request) -> Outcome:
+    def _exchange(self, ask: Ask) -> Outcome:
         try:
             return self._group.submit(ask, timeout=self.patience)
         except FutureTimeout:
@@ -119,6 +123,13 @@ class FastLeaseBackend(ProcessLeaseBackend):
             offer_lifetime=self.offer_lifetime))
         reply = self._reply(client, outcome)
         return reply if isinstance(reply, Binding) else None
+
+    def renew(self, client: Client, address: str, now: float) -> Binding | Refusal | None:
+        from app.services import dhcp, dora
+
+        return self._reply(client, self._exchange(dora.Renew(
+            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
+            address=address, hwaddr=_hwaddr(client), hostname=client.hostname)))
 
     def forget_offer(self, client: Client, now: float) -> None:
         from app.services import dhcp

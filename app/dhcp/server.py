@@ -72,7 +72,7 @@ _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _SO_RCVBUFFORCE = 33
 _CMSG_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 _LIMITED_BROADCAST = b"\xff\xff\xff\xff"
-GROUPED_CALLS = frozenset({"offer", "commit"})  # what a GroupedLeaseBackend may take
+GROUPED_CALLS = frozenset({"offer", "commit", "renew"})  # a GroupedLeaseBackend may take
 
 
 def open_socket(interface: str, port: int = 67) -> socket.socket:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import LeaseflowError
 from ..ipam.addresses import int_to_ip
 from ..services import leases
 from . import BusinessError, OperationError, register, register_batch
@@ -67,3 +68,17 @@ def release(params: Mapping[str, Any]) -> dict[str, Any]:
     lease = leases.release(_params(params, "lease_id", int),
                            reason=_params(params, "reason", str, required=False) or "release")
     return {"lease_id": lease.id, "ip": int_to_ip(lease.address), "state": lease.state}
+
+
+@register("ipam.lease", description="A lease's state and expiry as the database holds them now "
+          "(renewals on the DHCP fast path move the expiry without telling the instance)",
+          params={"lease_id": "int"}, required={"lease_id"}, savepoint=False,  # a read
+          errors=("unknown_lease",))
+def lease(params: Mapping[str, Any]) -> dict[str, Any]:
+    lease_id = _params(params, "lease_id", int)
+    try:
+        found = leases.get_lease(lease_id)
+    except LeaseflowError as exc:
+        raise BusinessError(exc.message, code=exc.code) from None
+    return {"lease_id": found.id, "ip": int_to_ip(found.address), "state": found.state,
+            "expires_at": found.expires_at.isoformat() if found.expires_at else None}

@@ -74,6 +74,17 @@ class Request:
     hostname: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Renew:
+    """A renewal (RENEWING, REBINDING, INIT-REBOOT) of `address` by its client."""
+
+    cidr: str
+    client_id: str
+    address: str
+    hwaddr: str | None = None
+    hostname: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Refused:
     """The client may not have the address: the server answers DHCPNAK with `reason`."""
@@ -103,7 +114,10 @@ def check_process() -> None:
             "process path", code="process_cannot_adopt")
 
 
-def run(asks: Sequence[Discover | Request], *, book: OfferBook, actor: str,
+Ask = Discover | Request | Renew
+
+
+def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
         now: float | None = None) -> list[Outcome]:
     """One group of exchanges, in the caller's unit of work: offers, then bindings.
     `now` is the offer book's clock (monotonic seconds)."""
@@ -111,16 +125,20 @@ def run(asks: Sequence[Discover | Request], *, book: OfferBook, actor: str,
     outcomes: list[Outcome] = [None] * len(asks)
     discovers = [(i, a) for i, a in enumerate(asks) if isinstance(a, Discover)]
     requests = [(i, a) for i, a in enumerate(asks) if isinstance(a, Request)]
+    renewals = [(i, a) for i, a in enumerate(asks) if isinstance(a, Renew)]
     for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers], book=book,
                                                      now=clock), strict=True):
         outcomes[i] = offered
     for (i, _), bound in zip(requests, bind_many([a for _, a in requests], book=book,
                                                  actor=actor), strict=True):
         outcomes[i] = bound
+    for (i, _), renewed in zip(renewals, renew_many([a for _, a in renewals], book=book,
+                                                    actor=actor), strict=True):
+        outcomes[i] = renewed
     return outcomes
 
 
-def _first_of_each(asks: Sequence[Discover | Request]) -> dict[tuple[str, str], int]:
+def _first_of_each(asks: Sequence[Ask]) -> dict[tuple[str, str], int]:
     """(subnet, client) -> the place of its first ask: a retransmission in the same group
     gets the first copy's outcome."""
     first: dict[tuple[str, str], int] = {}
@@ -301,6 +319,72 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     for (_, lease), instance_id in zip(made, stored, strict=True):
         if lease.instance_id != instance_id:  # SQLite: known only now
             lease.instance_id = instance_id
+
+
+def renew_many(asks: Sequence[Renew], *, book: OfferBook, actor: str) -> list[Outcome]:
+    """Renew the group's bound leases in one UPDATE. The instance is not told: its expiry
+    timer asks the database before it lets a lease go (`ipam.lease` in the diagram). A
+    client we hold nothing for gets its address back if it was its last and nobody holds
+    it (a bind, as for a REQUEST); someone else's address is refused; otherwise silence
+    (RFC 2131 §4.3.2: no record, no answer unless authoritative)."""
+    first = _first_of_each(asks)
+    unique = sorted(first.values())
+    held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
+    found: dict[int, Outcome] = {}
+    renewing: list[tuple[int, Lease]] = []
+    unknown: list[int] = []
+    for i in unique:
+        ask = asks[i]
+        lease = held.get((ask.cidr, ask.client_id))
+        if lease is None:
+            unknown.append(i)
+        elif int_to_ip(lease.address) != ask.address:
+            found[i] = Refused("not your address")
+        elif lease.state == LeaseState.BOUND.value:
+            renewing.append((i, lease))
+        elif lease.instance_id is not None:  # an offer of the process path, taken now
+            found[i] = _through_process(lease, _as_request(ask), actor=actor)
+        else:
+            found[i] = Refused("the offer has no lease process")
+    leases.renew_many([lease for _, lease in renewing], actor=actor)
+    for i, lease in renewing:
+        found[i] = view(lease)
+    if unknown:
+        back = _returning([asks[i] for i in unknown], unknown, found)
+        if back:
+            bound = bind_many([_as_request(asks[i]) for i in back], book=book, actor=actor)
+            found.update(zip(back, bound, strict=True))
+    return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
+
+
+def _as_request(ask: Renew) -> Request:
+    return Request(cidr=ask.cidr, client_id=ask.client_id, address=ask.address,
+                   hwaddr=ask.hwaddr, hostname=ask.hostname)
+
+
+def _returning(asks: Sequence[Renew], places: Sequence[int],
+               found: dict[int, Outcome]) -> list[int]:
+    """Of clients we hold no lease for: the places of those back with their last address,
+    free and in the pool (bound again); the others are refused or get silence."""
+    target = {ask.cidr: subnets.by_cidr(ask.cidr) for ask in asks}
+    known = leases.recent({(target[a.cidr].id, a.client_id) for a in asks})
+    wanted: dict[str, set[int]] = {}
+    for ask in asks:
+        wanted.setdefault(ask.cidr, set()).add(parse_address(ask.address, field="address"))
+    taken = {cidr: leases.held_addresses(target[cidr].id, among)
+             for cidr, among in wanted.items()}
+    back = []
+    for place, ask in zip(places, asks, strict=True):
+        address = parse_address(ask.address, field="address")
+        rows = known.get((target[ask.cidr].id, ask.client_id), [])
+        if address in taken[ask.cidr]:
+            found[place] = Refused("address held by another client")
+        elif rows and rows[0].address == address and \
+                address in subnets.pool_of(target[ask.cidr]):
+            back.append(place)
+        else:
+            found[place] = None
+    return back
 
 
 def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:

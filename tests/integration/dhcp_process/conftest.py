@@ -89,8 +89,14 @@ def start_server(app: Flask, dhcp_network) -> Iterator[Callable[..., Any]]:
             config = replace(config, subnets=tuple(
                 replace(s, renewal_time=renewal_time, rebinding_time=renewal_time * 2)
                 for s in config.subnets))
+            if dora == "fast":
+                from app.dhcp.fast_backend import FastLeaseBackend
+
+                backend: ProcessLeaseBackend = FastLeaseBackend(app, patience=10.0)
+            else:
+                backend = ProcessLeaseBackend(app, patience=10.0)
             server = DhcpServer(interface=ns.interface, config=config, sock=sockets[-1],
-                                backend=ProcessLeaseBackend(app, patience=10.0))
+                                backend=backend)
             server.start()
         servers.append(server)
         _start_ticker(app, stop)  # the offer and lease timers, as `leaseflow dhcp` runs them
@@ -101,6 +107,6 @@ def start_server(app: Flask, dhcp_network) -> Iterator[Callable[..., Any]]:
     finally:
         stop.set()
         for server in servers:
-            stop_server(server)
+            stop_server(server)  # also ends a fast backend's group commit
         for sock in sockets:  # given to the servers, so ours to close
             sock.close()

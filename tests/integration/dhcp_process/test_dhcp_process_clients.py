@@ -97,10 +97,12 @@ def test_client_binds_on_the_fast_dora_path_and_the_instance_follows(
         assert lease_at(app, address)["state"] == "released"
 
 
+@pytest.mark.parametrize("dora", ["process", "fast"])
 @pytest.mark.parametrize("kind", CLIENTS)
-def test_client_renewal_moves_the_expiry_on_the_fast_path(app, start_server, make_client, kind):
+def test_client_renewal_moves_the_expiry_on_the_fast_path(app, start_server, make_client, kind,
+                                                          dora):
     # T1 at 3 s: the client unicasts a REQUEST (RENEWING) to us.
-    server = start_server(lease_time=60, renewal_time=3)
+    server = start_server(lease_time=60, renewal_time=3, dora=dora)
     client = make_client(kind)
     address = bound(kind, client)
     before = lease_at(app, address)

@@ -93,14 +93,52 @@ def test_release_reaches_the_following_instance(dhcp_app, fast, make_client):
     assert lease_of(dhcp_app, client)["state"] == "released"
 
 
-def test_a_renewal_moves_the_expiry_and_tells_the_instance(dhcp_app, fast, make_client):
+def test_a_renewal_moves_the_expiry_in_the_database_only(dhcp_app, fast, make_client):
     client = make_client(5)
     ack = dora(fast, client)
+    wait_instance(dhcp_app, client, "waiting")
     before = lease_of(dhcp_app, client)["expires_at"]
     renewed = fast.renew(client, ack.address, time.time())
     assert isinstance(renewed, Binding) and renewed.state == "bound"
     assert lease_of(dhcp_app, client)["expires_at"] > before
-    assert "instance.message.lease_renew" in audit_kinds(dhcp_app)
+    kinds = audit_kinds(dhcp_app)
+    assert "lease.renew" in kinds and "instance.message.lease_renew" not in kinds
+
+
+def test_the_expiry_timer_follows_a_renewal_then_lets_the_lease_go(dhcp_app, make_client):
+    """A renewal the instance never heard of: its timer asks the database (ipam.lease),
+    follows the new expiry, and expires the lease once no renewal came."""
+    from sqlalchemy import update
+
+    from app.models import Subnet
+    from lf_support import settle
+    from workers.jobs import tick
+
+    with dhcp_app.app_context():  # a 2 s lease: below what the API allows, for the timer
+        db.session.execute(update(Subnet).values(lease_time=2))
+        db.session.commit()
+    backend = FastLeaseBackend(dhcp_app, patience=20.0)
+    try:
+        client = make_client(70)
+        ack = dora(backend, client)
+        wait_instance(dhcp_app, client, "waiting")
+        assert isinstance(backend.renew(client, ack.address, time.time()), Binding)
+
+        def history() -> list[str]:
+            with dhcp_app.app_context():
+                tick()
+            return [k for k in audit_kinds(dhcp_app) if k.startswith("lease.")]
+
+        settle(lambda: "lease.expire" in history(), 30, "the expiry after the renewal")
+        kinds = history()
+        assert kinds.index("lease.renew") < kinds.index("lease.expire")
+        assert lease_of(dhcp_app, client)["state"] == "expired"
+        with dhcp_app.app_context():
+            checks = db.session.execute(select(func.count()).select_from(ServiceJob).where(
+                ServiceJob.operation == "ipam.lease")).scalar_one()
+        assert checks == 2  # once it followed the renewal, once it let the lease go
+    finally:
+        backend.close()
 
 
 def test_someone_elses_address_is_refused(dhcp_app, fast, make_client):
