@@ -18,6 +18,7 @@ retransmit), never with a wrong answer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from app.services.dora import Ask, Outcome
+    from app.services.group import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +47,29 @@ class FastLeaseBackend(ProcessLeaseBackend):
         with app.app_context():
             self._read(dora.check_process)  # fail at start, not on the first REQUEST
         self.book = OfferBook()
-        # On PostgreSQL two groups commit at once: a group spends about half its time
-        # waiting for the database, and the other uses it. SQLite takes one at a time.
+        # Offers (reads, and a hold in memory) and bindings (writes) group separately: a
+        # DISCOVER never waits behind a group of bindings. On PostgreSQL two groups of
+        # bindings commit at once, as one spends about half its time waiting for the
+        # database; SQLite takes one transaction at a time (the server's turn).
         sqlite = str(app.config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite")
-        self._group: GroupCommit[Ask, Outcome] = GroupCommit(
-            app, lambda asks: dora.run(asks, book=self.book, actor=actor), name="dhcp-dora",
-            max_group=max_group, guard=self._turn, threads=1 if sqlite else 2)
+
+        def run(asks: Sequence[Ask]) -> list[Outcome]:
+            return dora.run(asks, book=self.book, actor=actor)
+
+        self._offers: GroupCommit[Ask, Outcome] = GroupCommit(
+            app, run, name="dhcp-offers", max_group=max_group, guard=self._turn)
+        self._binds: GroupCommit[Ask, Outcome] = GroupCommit(
+            app, run, name="dhcp-binds", max_group=max_group, guard=self._turn,
+            threads=1 if sqlite else 2)
 
     def close(self) -> None:
-        self._group.close()
+        self._offers.close()
+        self._binds.close()
+
+    def _group_of(self, ask: Ask) -> GroupCommit[Ask, Outcome]:
+        from app.services import dora
+
+        return self._offers if isinstance(ask, dora.Discover) else self._binds
 
     def begin(self, call: str, client: Client, address: str | None,
               now: float) -> Future[Binding | Refusal | None] | None:
@@ -86,7 +102,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
                 log.warning("DHCP exchange of %s not stored: %s", cid, exc)
                 answer.set_result(None)
 
-        self._group.submit_nowait(ask).add_done_callback(settle)
+        self._group_of(ask).submit_nowait(ask).add_done_callback(settle)
         return answer
 
     def _reply(self, client: Client, outcome: Outcome) -> Binding | Refusal | None:
@@ -107,7 +123,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
     def _exchange(self, ask: Ask) -> Outcome:
         try:
-            return self._group.submit(ask, timeout=self.patience)
+            return self._group_of(ask).submit(ask, timeout=self.patience)
         except FutureTimeout:
             return None  # answered later, or not at all: silence, the client retransmits
         except Exception as exc:  # the group's transaction failed; the client retransmits
