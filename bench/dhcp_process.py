@@ -10,7 +10,7 @@ and acks sent, and what admission control dropped (`new` = DISCOVERs beyond the 
 new exchanges, `stale` = asks that waited past the staleness bound, `full` = the pending
 queue full).
 
-Run: `leaseflow bench dhcp_process [--rates 10,20,30] [--seconds 10]`.
+Run: `leaseflow bench dhcp_process [--rates 10,20,30] [--seconds 10] [--dora fast]`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def server_counters(stdout: str) -> dict[str, int]:
     return {}
 
 
-def step(server: Namespace, client: Namespace, rate: int, seconds: float) -> Step:
+def step(server: Namespace, client: Namespace, rate: int, seconds: float,
+         dora: str = "process") -> Step:
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEASEFLOW_")}
         env.update(LEASEFLOW_DATABASE_URL=f"sqlite:///{tmp}/lf.db", LEASEFLOW_SECRET_KEY="b",
@@ -67,7 +68,8 @@ def step(server: Namespace, client: Namespace, rate: int, seconds: float) -> Ste
         _cli(env, "db", "upgrade")
         _cli(env, "subnet", "add", "10.79.0.0/16", "--pool", "10.79.1.0-10.79.255.254")
         proc = server.popen([sys.executable, "-m", "app.cli", "dhcp", "--interface",
-                             server.interface], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             server.interface, "--dora", dora], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
         try:
             assert proc.stdout is not None
@@ -91,15 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leaseflow bench dhcp_process", description=__doc__)
     parser.add_argument("--rates", default="10,20,30")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--dora", choices=["process", "fast"], default="process",
+                        help="the server's DORA path (leaseflow dhcp --dora)")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
-    print(f"DHCP through the lease process (embedded default), perfdhcp in a second "
-          f"namespace, {os.cpu_count()} cores, {args.seconds:g} s per step")
+    print(f"DHCP through the lease process (embedded default, {args.dora} DORA path), "
+          f"perfdhcp in a second namespace, {os.cpu_count()} cores, {args.seconds:g} s per "
+          f"step")
     print(f"{'offered/s':>10} {'new leases/s':>13} {'drops':>8}   server: "
           f"{'offers':>6} {'acks':>6} {'new':>6} {'stale':>6} {'full':>6}")
     with veth_pair("10.79.0.1/16", "10.79.0.2/16") as (server, client):
         for rate in rates:
-            done = step(server, client, rate, args.seconds)
+            done = step(server, client, rate, args.seconds, args.dora)
             c = done.counters
             print(f"{rate:>10} {done.completed:>13.1f} {done.drops:>8.2%}   server: "
                   f"{c.get('offers', 0):>6} {c.get('acks', 0):>6} "

@@ -51,6 +51,8 @@ from .dhcp import PROCESS_KEY, LeaseView, renew_bound, view
 log = logging.getLogger(__name__)
 ADOPT_TASK = "adopt_binding"  # the diagram's step that takes over a binding made here
 HOLDING = (LeaseState.OFFERED.value, LeaseState.BOUND.value)
+PROBES = 8  # random candidates per DISCOVER after the preferred ones
+_rng = random.Random()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -119,7 +121,7 @@ Ask = Discover | Request | Renew
 
 def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
         now: float | None = None) -> list[Outcome]:
-    """One group of exchanges, in the caller's unit of work: offers, then bindings.
+    """One group of exchanges, in the caller's unit of work: offers, bindings, renewals.
     `now` is the offer book's clock (monotonic seconds)."""
     clock = time.monotonic() if now is None else now
     outcomes: list[Outcome] = [None] * len(asks)
@@ -145,10 +147,6 @@ def _first_of_each(asks: Sequence[Ask]) -> dict[tuple[str, str], int]:
     for i, ask in enumerate(asks):
         first.setdefault((ask.cidr, ask.client_id), i)
     return first
-
-
-_rng = random.Random()
-PROBES = 8
 
 
 def offer_many(asks: Sequence[Discover], *, book: OfferBook,
