@@ -286,6 +286,59 @@ def start(spec: ProcessSpec, data: Mapping[str, Any]) -> tuple[BpmnWorkflow, Ste
     return workflow, _step(workflow)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """A workflow run once from its start event with placeholder values, captured where it
+    first waits: `stamp` makes an instance of it from real values without an engine step."""
+
+    state: str
+    messages: tuple[str, ...]
+    timer_field: str | None  # the field whose (date) value is the only timer's due time
+    tokens: Mapping[str, str]  # field -> its placeholder as it appears in `state` (JSON)
+
+
+_PLACEHOLDER_DATE = "2999-12-31T23:59:58.123457+00:00"
+
+
+def snapshot(spec: ProcessSpec, variable: str, values: Mapping[str, Any],
+             *, date_field: str | None = None) -> Snapshot | None:
+    """Run `spec` from its start with `{variable: values}` where every field is replaced by
+    a placeholder (`date_field` by a placeholder date), and capture the first wait.
+
+    None when that state cannot stand for every instance: the run parked a service task or
+    opened a user task (those need the real instance), completed, or waits on a timer not
+    given by `date_field` (a relative timer would be due from the snapshot's moment), or a
+    placeholder does not survive serialization intact.
+    """
+    tokens = {name: f"@@lf:{name}@@" for name in values if name != date_field}
+    data = {**tokens, **({date_field: _PLACEHOLDER_DATE} if date_field else {})}
+    workflow, report = start(spec, {variable: data})
+    if report.completed or report.parked or report.user_tasks:
+        return None
+    timer_field = None
+    if report.wake_at is not None:
+        if date_field is None or report.wake_at != \
+                TimerEventDefinition.get_datetime(_PLACEHOLDER_DATE):
+            return None
+        timer_field = date_field
+    state = serialize(workflow)
+    quoted = {name: json.dumps(token) for name, token in tokens.items()}
+    if date_field:
+        quoted[date_field] = json.dumps(_PLACEHOLDER_DATE)
+    if any(token not in state for token in quoted.values()):
+        return None
+    return Snapshot(state=state, messages=report.messages, timer_field=timer_field,
+                    tokens=quoted)
+
+
+def stamp(snap: Snapshot, values: Mapping[str, Any]) -> str:
+    """The snapshot's state with each placeholder replaced by the JSON of its real value."""
+    state = snap.state
+    for name, token in snap.tokens.items():
+        state = state.replace(token, json.dumps(values[name]))
+    return state
+
+
 def serialize(workflow: BpmnWorkflow) -> str:
     return str(SERIALIZER.serialize_json(workflow))
 

@@ -34,17 +34,19 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from ..engine import runtime
 from ..errors import LeaseflowError
 from ..extensions import db
 from ..ipam.addresses import IpamError, int_to_ip, parse_address
 from ..ipam.allocator import free_candidates, preferred, random_probes
 from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
-from ..models import Lease, ProcessInstance, ServiceJob, Subnet
+from ..models import Lease, ProcessDefinition, ProcessInstance, ServiceJob, Subnet
 from . import definitions, ids, instances, leases, subnets, uow
 from .dhcp import PROCESS_KEY, LeaseView, renew_bound, view
 
@@ -276,8 +278,10 @@ def bind_many(asks: Sequence[Request], *, book: OfferBook, actor: str) -> list[O
 
 def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outcome], *,
           actor: str) -> None:
-    """Insert the group's bound leases and store each one's `dhcp_lease` instance, to be
-    started by a worker: one INSERT and one group of rows."""
+    """Insert the group's bound leases and store each one's `dhcp_lease` instance: one
+    INSERT and one group of rows. The instances are stored already waiting at "bound"
+    (stamped from the engine's snapshot) where the diagram allows, else with a start job
+    for a worker."""
     definition = definitions.active(PROCESS_KEY)
     # Ids from the sequences (PostgreSQL) let each lease row name its instance at once;
     # on SQLite the instances get theirs when inserted, after the leases.
@@ -312,11 +316,43 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         made.append((place, lease))
         found[place] = view(lease)
     kept = [place_of[place] for place, _ in made]
-    stored = instances.accept_many(definition, entries, ids_taken=(
-        [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None)
+    snap = _snapshot(definition)
+    if snap is not None:
+        # The instances are stored where their first engine run would leave them: the
+        # binding adopted, waiting at "bound". No start job, no worker, no engine step.
+        def started(instance_id: int, entry: instances.Accepted) -> tuple[str, Any]:
+            values = {**entry.request, "instance_id": instance_id}
+            return runtime.stamp(snap, values), \
+                _expiry(entry) if snap.timer_field else None
+
+        stored = instances.store_started(definition, entries, started, instance_ids=(
+            [taken[0][n] for n in kept] if taken else None))
+    else:  # a diagram whose adoption runs service tasks: a worker starts the instances
+        stored = instances.accept_many(definition, entries, ids_taken=(
+            [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None)
     for (_, lease), instance_id in zip(made, stored, strict=True):
         if lease.instance_id != instance_id:  # SQLite: known only now
             lease.instance_id = instance_id
+
+
+_snapshots: dict[str, runtime.Snapshot | None] = {}  # by the diagram's checksum
+_FIELDS = ("subnet", "client_id", "hwaddr", "hostname", "requested_ip", "bound_lease_id",
+           "bound_until", "instance_id")  # the request `_bind` stores, and the instance id
+
+
+def _snapshot(definition: ProcessDefinition) -> runtime.Snapshot | None:
+    """The engine's snapshot of a new instance of `definition` that adopted a binding (one
+    engine run per definition and process), or None where the diagram does more than wait
+    after adopting (a service task, a user task, a relative timer)."""
+    spec = definitions.spec_by_id(definition.id)
+    if spec.checksum not in _snapshots:
+        _snapshots[spec.checksum] = runtime.snapshot(
+            spec, "lease_request", dict.fromkeys(_FIELDS), date_field="bound_until")
+    return _snapshots[spec.checksum]
+
+
+def _expiry(entry: instances.Accepted) -> datetime:
+    return datetime.fromisoformat(str(entry.request["bound_until"]))
 
 
 def renew_many(asks: Sequence[Renew], *, book: OfferBook, actor: str) -> list[Outcome]:

@@ -12,9 +12,9 @@ import logging
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -226,9 +226,7 @@ def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
                 "created_at": now, "updated_at": now})
     pending = uow.pending()
     for place, (entry, instance_id) in enumerate(zip(entries, ids_, strict=True)):
-        uow.record(kind="instance.start", subject=f"instance/{instance_id}", actor=entry.actor,
-                   payload={"process": f"{definition.key}/v{definition.version}",
-                            "request": {**entry.request, "instance_id": instance_id}})
+        _record_start(definition, entry, instance_id)
         job = {"instance_id": instance_id, "task_id": START, "task_name": START,
                "operation": START, "params": {}, "attempt": 1, "max_attempts": 1,
                "backoff_base": 0, "status": "queued", "queue": "default", "deliveries": 0,
@@ -242,13 +240,59 @@ def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
 
 
 def _insert_instances(definition: ProcessDefinition, entries: Sequence[Accepted]) -> list[int]:
+    return [row.id for row in _instance_rows(definition, entries)]
+
+
+def _instance_rows(definition: ProcessDefinition,
+                   entries: Sequence[Accepted]) -> list[ProcessInstance]:
     rows = [ProcessInstance(definition_id=definition.id, definition=definition,
                             state="running", request=entry.request, workflow="",
                             client_id=entry.client_id, subnet_id=entry.subnet_id,
                             lease_id=entry.lease_id) for entry in entries]
     db.session.add_all(rows)
-    db.session.flush()  # the ids, for the jobs that reference them
-    return [row.id for row in rows]
+    db.session.flush()  # the ids, for the jobs (or workflows) that reference them
+    return rows
+
+
+def _record_start(definition: ProcessDefinition, entry: Accepted, instance_id: int) -> None:
+    uow.record(kind="instance.start", subject=f"instance/{instance_id}", actor=entry.actor,
+               payload={"process": f"{definition.key}/v{definition.version}",
+                        "request": {**entry.request, "instance_id": instance_id}})
+
+
+StartedState = Callable[[int, "Accepted"], tuple[str, "datetime | None"]]
+
+
+def store_started(definition: ProcessDefinition, entries: Sequence[Accepted],
+                  started: StartedState, *,
+                  instance_ids: Sequence[int] | None = None) -> list[int]:
+    """Store one instance per entry already waiting where its engine run would have left
+    it: `started(instance_id, entry)` gives its serialized workflow and next wake-up (from
+    an engine snapshot, `runtime.stamp`). No `engine.start` job, no worker: the same rows a
+    worker's first step would have written. Their ids (`instance_ids` if taken already)."""
+    if not entries:
+        return []
+    ids_ = list(instance_ids) if instance_ids is not None else \
+        ids.allocate(ProcessInstance, len(entries))
+    now = utcnow()
+    if ids_ is None:  # SQLite: the ids come with the insert, the workflows right after
+        rows = _instance_rows(definition, entries)
+        for row, entry in zip(rows, entries, strict=True):
+            row.workflow, row.wake_at = started(row.id, entry)
+            row.state = "waiting"
+        ids_ = [row.id for row in rows]
+    else:
+        for entry, instance_id in zip(entries, ids_, strict=True):
+            workflow, wake_at = started(instance_id, entry)
+            uow.add_row(_table, {
+                "id": instance_id, "definition_id": definition.id, "state": "waiting",
+                "outcome": {}, "request": entry.request, "workflow": workflow,
+                "client_id": entry.client_id, "subnet_id": entry.subnet_id,
+                "lease_id": entry.lease_id, "wake_at": wake_at, "version": 1,
+                "created_at": now, "updated_at": now})
+    for entry, instance_id in zip(entries, ids_, strict=True):
+        _record_start(definition, entry, instance_id)
+    return ids_
 
 
 def begin(instance: ProcessInstance) -> None:

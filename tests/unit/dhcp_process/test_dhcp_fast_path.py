@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
-from test_dhcp_process_backend import count, lease_of, wait_instance
+from test_dhcp_process_backend import count, instance_of, lease_of, wait_instance
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.fast_backend import FastLeaseBackend
@@ -58,13 +58,12 @@ def test_an_offer_needs_no_instance_and_the_ack_stores_one_that_adopts_the_bindi
     assert isinstance(ack, Binding) and ack.state == "bound" and ack.lease_time == 600
     lease = lease_of(dhcp_app, client)
     assert lease["state"] == "bound" and lease["instance_id"] is not None
-    # The instance follows: a worker starts it, and the diagram adopts the binding
-    # instead of reserving and committing again.
-    instance = wait_instance(dhcp_app, client, "waiting")
+    # The instance is stored with the binding, already waiting where its engine run would
+    # leave it (the binding adopted, stamped from the engine's snapshot): no job, no worker.
+    instance = instance_of(dhcp_app, client)
+    assert instance["state"] == "waiting" and instance["process"] == "dhcp_lease"
     assert instance["lease_id"] == lease["id"] == lease_of(dhcp_app, client)["id"]
-    with dhcp_app.app_context():
-        operations = set(db.session.execute(select(ServiceJob.operation)).scalars())
-    assert operations == {"engine.start"}
+    assert count(dhcp_app, ServiceJob) == 0
     kinds = audit_kinds(dhcp_app)
     assert "lease.commit" in kinds and "instance.start" in kinds
     assert "lease.reserve" not in kinds
@@ -229,3 +228,47 @@ def test_a_process_that_cannot_adopt_a_binding_is_refused_at_start(dhcp_app):
                           activate=True)
     with pytest.raises(LeaseflowError, match="cannot follow leases bound on the fast"):
         FastLeaseBackend(dhcp_app, patience=1.0)
+
+
+def test_a_diagram_that_works_after_adopting_gets_its_instances_started_by_a_worker(
+        dhcp_app, make_client):
+    """An admin's version with a service task after the adoption: no snapshot can stand for
+    it, so each instance is stored with an engine.start job and a worker runs it."""
+    from app.services import definitions
+    from app.services.uow import unit_of_work
+
+    shipped = (definitions.PROCESSES_DIR / "dhcp_lease.bpmn").read_text()
+    step = '''
+    <bpmn:serviceTask id="note_adoption" name="Note the adoption">
+      <bpmn:extensionElements>
+        <spiffworkflow:serviceTaskOperator id="ledger.append" resultVariable="noted">
+          <spiffworkflow:parameters>
+            <spiffworkflow:parameter id="kind" type="str" value="'dhcp.adopted'"/>
+            <spiffworkflow:parameter id="subject" type="str" value="lease_request['subnet']"/>
+            <spiffworkflow:parameter id="data" type="dict"
+              value="{'lease_id': reservation['lease_id']}"/>
+          </spiffworkflow:parameters>
+          <spiffworkflow:retry retries="1" backoff_base="1"/>
+        </spiffworkflow:serviceTaskOperator>
+      </bpmn:extensionElements>
+    </bpmn:serviceTask>
+    <bpmn:sequenceFlow id="f_noted_bound" sourceRef="note_adoption" targetRef="bound"/>
+  </bpmn:process>'''
+    variant = shipped.replace(
+        '<bpmn:sequenceFlow id="f_adopt_bound" sourceRef="adopt_binding" targetRef="bound"/>',
+        '<bpmn:sequenceFlow id="f_adopt_bound" sourceRef="adopt_binding" '
+        'targetRef="note_adoption"/>').replace("\n  </bpmn:process>", step, 1)
+    assert variant != shipped
+    with dhcp_app.app_context(), unit_of_work():
+        definitions.store(variant, author="test", activate=True)
+    backend = FastLeaseBackend(dhcp_app, patience=20.0)
+    try:
+        client = make_client(80)
+        dora(backend, client)
+        wait_instance(dhcp_app, client, "waiting")
+        with dhcp_app.app_context():
+            operations = sorted(db.session.execute(select(ServiceJob.operation)).scalars())
+        assert operations == ["engine.start", "ledger.append"]
+        assert "process.dhcp.adopted" in audit_kinds(dhcp_app)  # ledger.append's kind
+    finally:
+        backend.close()
