@@ -13,16 +13,20 @@ once the lease is bound:
   the server's `OfferBook`, in memory, for the offer lifetime. An offer is no commitment
   (RFC 2131 §4.3.1), so it costs no write. A client that holds a lease gets it again.
 - REQUEST: `bind_many` inserts the bound leases of a group in one statement, durably
-  before the ACK, and stores each client's `dhcp_lease` instance with `bound_lease_id` and
-  an `engine.start` job in the same transaction. A worker starts it later; the diagram
-  adopts the binding and governs the rest of the lease's life (renewals, RELEASE,
-  DECLINE, expiry, manual retries).
+  before the ACK, and stores each client's `dhcp_lease` instance (`bound_lease_id` in its
+  request) in the same transaction. The diagram adopts the binding and governs the rest
+  of the lease's life (renewals, RELEASE, DECLINE, expiry, manual retries). Where the
+  diagram only waits after adopting, the instance is stored already there, stamped from
+  the engine's snapshot (`runtime.snapshot`): no worker, no engine step. Otherwise it gets
+  an `engine.start` job and a worker runs it.
+- Renewals: `renew_many` moves the expiries of a group in one UPDATE; the instance's
+  expiry timer reads the database before it lets a lease go.
 
 The guarantees stay where they were: the database's partial unique index decides every
 conflict (a REQUEST for an address someone else got meanwhile, e.g. from another server
 sharing the database, is refused and the client starts over), and the lease, its history,
-the ledger entries and the instance's start job commit together, so a crash loses no
-binding and no instance. What this path gives up is steps of the diagram *before* the
+the ledger entries and its instance commit together, so a crash loses no binding and no
+instance. What this path gives up is steps of the diagram *before* the
 binding (for example a chain validation before the OFFER): a site that needs them runs
 the process path.
 """
@@ -133,11 +137,11 @@ def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
     for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers], book=book,
                                                      now=clock), strict=True):
         outcomes[i] = offered
-    for (i, _), bound in zip(requests, bind_many([a for _, a in requests], book=book,
-                                                 actor=actor), strict=True):
+    for (i, _), bound in zip(requests, bind_many([a for _, a in requests], actor=actor),
+                             strict=True):
         outcomes[i] = bound
-    for (i, _), renewed in zip(renewals, renew_many([a for _, a in renewals], book=book,
-                                                    actor=actor), strict=True):
+    for (i, _), renewed in zip(renewals, renew_many([a for _, a in renewals], actor=actor),
+                               strict=True):
         outcomes[i] = renewed
     return outcomes
 
@@ -249,7 +253,7 @@ def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
     return found
 
 
-def bind_many(asks: Sequence[Request], *, book: OfferBook, actor: str) -> list[Outcome]:
+def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
     first = _first_of_each(asks)
     unique = sorted(first.values())
     held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
@@ -270,9 +274,9 @@ def bind_many(asks: Sequence[Request], *, book: OfferBook, actor: str) -> list[O
         else:
             found[i] = Refused("the offer has no lease process")
     if new:
+        # The offers stay in the book until their lifetime ends: dropped here, before this
+        # transaction commits, an address would look free to a concurrent offers group.
         _bind([asks[i] for i in new], new, found, actor=actor)
-        for i in new:
-            book.drop(asks[i].cidr, asks[i].client_id)
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
 
 
@@ -355,7 +359,7 @@ def _expiry(entry: instances.Accepted) -> datetime:
     return datetime.fromisoformat(str(entry.request["bound_until"]))
 
 
-def renew_many(asks: Sequence[Renew], *, book: OfferBook, actor: str) -> list[Outcome]:
+def renew_many(asks: Sequence[Renew], *, actor: str) -> list[Outcome]:
     """Renew the group's bound leases in one UPDATE. The instance is not told: its expiry
     timer asks the database before it lets a lease go (`ipam.lease` in the diagram). A
     client we hold nothing for gets its address back if it was its last and nobody holds
@@ -386,7 +390,7 @@ def renew_many(asks: Sequence[Renew], *, book: OfferBook, actor: str) -> list[Ou
     if unknown:
         back = _returning([asks[i] for i in unknown], unknown, found)
         if back:
-            bound = bind_many([_as_request(asks[i]) for i in back], book=book, actor=actor)
+            bound = bind_many([_as_request(asks[i]) for i in back], actor=actor)
             found.update(zip(back, bound, strict=True))
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
 
