@@ -134,15 +134,18 @@ def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
     discovers = [(i, a) for i, a in enumerate(asks) if isinstance(a, Discover)]
     requests = [(i, a) for i, a in enumerate(asks) if isinstance(a, Request)]
     renewals = [(i, a) for i, a in enumerate(asks) if isinstance(a, Renew)]
-    for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers], book=book,
-                                                     now=clock), strict=True):
-        outcomes[i] = offered
-    for (i, _), bound in zip(requests, bind_many([a for _, a in requests], actor=actor),
-                             strict=True):
-        outcomes[i] = bound
-    for (i, _), renewed in zip(renewals, renew_many([a for _, a in renewals], actor=actor),
-                               strict=True):
-        outcomes[i] = renewed
+    if discovers:
+        for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers],
+                                                         book=book, now=clock), strict=True):
+            outcomes[i] = offered
+    if requests:
+        for (i, _), bound in zip(requests, bind_many([a for _, a in requests], actor=actor),
+                                 strict=True):
+            outcomes[i] = bound
+    if renewals:
+        for (i, _), renewed in zip(renewals, renew_many([a for _, a in renewals],
+                                                        actor=actor), strict=True):
+            outcomes[i] = renewed
     return outcomes
 
 
@@ -236,6 +239,8 @@ def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: Subnet, *,
 
 def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
     """The offered or bound lease of each (subnet, client), locked for this transaction."""
+    if not keys:
+        return {}
     ids_ = {cidr: subnets.by_cidr(cidr).id for cidr, _ in keys}
     cidr_of = {subnet_id: cidr for cidr, subnet_id in ids_.items()}
     wanted = set(keys)
