@@ -18,6 +18,7 @@ retransmit), never with a wrong answer.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -66,15 +67,10 @@ class FastLeaseBackend(ProcessLeaseBackend):
         self._offers.close()
         self._binds.close()
 
-    def _group_of(self, ask: Ask) -> GroupCommit[Ask, Outcome]:
-        from app.services import dora
-
-        return self._offers if isinstance(ask, dora.Discover) else self._binds
-
     def begin(self, call: str, client: Client, address: str | None,
               now: float) -> Future[Binding | Refusal | None] | None:
-        """The server's non-blocking entry (`GroupedLeaseBackend`): DISCOVERs and REQUESTs
-        join the next group, and the answer comes from the group's thread."""
+        """The server's non-blocking entry (`GroupedLeaseBackend`): DISCOVERs, REQUESTs and
+        renewals join the next group, and the answer comes from the group's thread."""
         from app.services import dhcp, dora
 
         cid = dhcp.client_key(client.client_id)
@@ -83,14 +79,12 @@ class FastLeaseBackend(ProcessLeaseBackend):
             ask = dora.Discover(cidr=client.subnet.cidr, client_id=cid,
                                 hwaddr=_hwaddr(client), hostname=client.hostname,
                                 requested_ip=address, offer_lifetime=self.offer_lifetime)
-        elif call == "commit" and address is not None:
-            if not client.subnet.in_pool(address):
+        elif call in ("commit", "renew") and address is not None:
+            if call == "commit" and not client.subnet.in_pool(address):
                 return _done(Refusal(reason="address not in the pool"))
-            ask = dora.Request(cidr=client.subnet.cidr, client_id=cid, address=address,
-                               hwaddr=_hwaddr(client), hostname=client.hostname)
-        elif call == "renew" and address is not None:
-            ask = dora.Renew(cidr=client.subnet.cidr, client_id=cid, address=address,
-                             hwaddr=_hwaddr(client), hostname=client.hostname)
+            kind = dora.Request if call == "commit" else dora.Renew
+            ask = kind(cidr=client.subnet.cidr, client_id=cid, address=address,
+                       hwaddr=_hwaddr(client), hostname=client.hostname)
         else:
             return None
         answer: Future[Binding | Refusal | None] = Future()
@@ -102,8 +96,19 @@ class FastLeaseBackend(ProcessLeaseBackend):
                 log.warning("DHCP exchange of %s not stored: %s", cid, exc)
                 answer.set_result(None)
 
-        self._group_of(ask).submit_nowait(ask).add_done_callback(settle)
+        group = self._offers if isinstance(ask, dora.Discover) else self._binds
+        group.submit_nowait(ask).add_done_callback(settle)
         return answer
+
+    def _call(self, call: str, client: Client,
+              address: str | None) -> Binding | Refusal | None:
+        """`begin`, waited for at most the client's patience (None: silence)."""
+        future = self.begin(call, client, address, time.time())
+        assert future is not None  # offer, commit and renew are always taken
+        try:
+            return future.result(timeout=self.patience)
+        except FutureTimeout:
+            return None  # answered later, or not at all: the client retransmits
 
     def _reply(self, client: Client, outcome: Outcome) -> Binding | Refusal | None:
         """A group's outcome as the server's answer: OFFER/ACK, NAK, or silence."""
@@ -121,31 +126,12 @@ class FastLeaseBackend(ProcessLeaseBackend):
             return self._binding(client, outcome, client.subnet.lease_time)
         return self._binding(client, outcome)
 
-    def _exchange(self, ask: Ask) -> Outcome:
-        try:
-            return self._group_of(ask).submit(ask, timeout=self.patience)
-        except FutureTimeout:
-            return None  # answered later, or not at all: silence, the client retransmits
-        except Exception as exc:  # the group's transaction failed; the client retransmits
-            log.warning("DHCP exchange of %s not stored: %s", ask.client_id, exc)
-            return None
-
     def offer(self, client: Client, requested: str | None, now: float) -> Binding | None:
-        from app.services import dhcp, dora
-
-        outcome = self._exchange(dora.Discover(
-            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
-            hwaddr=_hwaddr(client), hostname=client.hostname, requested_ip=requested,
-            offer_lifetime=self.offer_lifetime))
-        reply = self._reply(client, outcome)
+        reply = self._call("offer", client, requested)
         return reply if isinstance(reply, Binding) else None
 
     def renew(self, client: Client, address: str, now: float) -> Binding | Refusal | None:
-        from app.services import dhcp, dora
-
-        return self._reply(client, self._exchange(dora.Renew(
-            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
-            address=address, hwaddr=_hwaddr(client), hostname=client.hostname)))
+        return self._call("renew", client, address)
 
     def forget_offer(self, client: Client, now: float) -> None:
         from app.services import dhcp
@@ -161,13 +147,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
     def _request(self, client: Client, address: str) -> Binding | Refusal | None:
         """Bind `address` (SELECTING, or a reboot we hold no lease for) in a group."""
-        from app.services import dhcp, dora
-
-        if not client.subnet.in_pool(address):
-            return Refusal(reason="address not in the pool")
-        return self._reply(client, self._exchange(dora.Request(
-            cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
-            address=address, hwaddr=_hwaddr(client), hostname=client.hostname)))
+        return self._call("commit", client, address)
 
 
 def _done(result: Binding | Refusal | None) -> Future[Binding | Refusal | None]:

@@ -52,11 +52,10 @@ from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
 from ..models import Lease, ProcessDefinition, ProcessInstance, ServiceJob, Subnet
 from . import definitions, ids, instances, leases, subnets, uow
-from .dhcp import PROCESS_KEY, LeaseView, renew_bound, view
+from .dhcp import HOLDING, PROCESS_KEY, LeaseView, renew_bound, view
 
 log = logging.getLogger(__name__)
 ADOPT_TASK = "adopt_binding"  # the diagram's step that takes over a binding made here
-HOLDING = (LeaseState.OFFERED.value, LeaseState.BOUND.value)
 PROBES = 8  # random candidates per DISCOVER after the preferred ones
 _rng = random.Random()
 
@@ -83,14 +82,8 @@ class Request:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Renew:
+class Renew(Request):
     """A renewal (RENEWING, REBINDING, INIT-REBOOT) of `address` by its client."""
-
-    cidr: str
-    client_id: str
-    address: str
-    hwaddr: str | None = None
-    hostname: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +115,7 @@ def check_process() -> None:
             "process path", code="process_cannot_adopt")
 
 
-Ask = Discover | Request | Renew
+Ask = Discover | Request  # a Renew is a Request too
 
 
 def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
@@ -132,8 +125,9 @@ def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
     clock = time.monotonic() if now is None else now
     outcomes: list[Outcome] = [None] * len(asks)
     discovers = [(i, a) for i, a in enumerate(asks) if isinstance(a, Discover)]
-    requests = [(i, a) for i, a in enumerate(asks) if isinstance(a, Request)]
     renewals = [(i, a) for i, a in enumerate(asks) if isinstance(a, Renew)]
+    requests = [(i, a) for i, a in enumerate(asks)
+                if isinstance(a, Request) and not isinstance(a, Renew)]
     if discovers:
         for (i, _), offered in zip(discovers, offer_many([a for _, a in discovers],
                                                          book=book, now=clock), strict=True):
@@ -258,26 +252,38 @@ def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
     return found
 
 
-def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
-    first = _first_of_each(asks)
-    unique = sorted(first.values())
+def _sort_held(asks: Sequence[Request], unique: Sequence[int], found: dict[int, Outcome], *,
+               actor: str) -> tuple[list[tuple[int, Lease]], list[int]]:
+    """Answer the asks whose client holds another address or a process-path offer; the
+    others come back as (the places with a bound lease of that address, the places of
+    clients that hold nothing)."""
     held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
-    found: dict[int, Outcome] = {}
-    new: list[int] = []  # no lease yet: bound straight from the offer (or the request)
+    bound: list[tuple[int, Lease]] = []
+    free: list[int] = []
     for i in unique:
         ask = asks[i]
         lease = held.get((ask.cidr, ask.client_id))
         if lease is None:
-            new.append(i)
+            free.append(i)
         elif int_to_ip(lease.address) != ask.address:
-            found[i] = Refused("not the address offered to this client")
+            found[i] = Refused("not your address" if isinstance(ask, Renew)
+                               else "not the address offered to this client")
         elif lease.state == LeaseState.BOUND.value:
-            # A retransmitted REQUEST, or a client requesting what it holds: renew.
-            found[i] = renew_bound(lease.id, lease.client_id, actor=actor)
-        elif lease.instance_id is not None:
+            bound.append((i, lease))
+        elif lease.instance_id is not None:  # an offer of the process path, taken now
             found[i] = _through_process(lease, ask, actor=actor)
         else:
             found[i] = Refused("the offer has no lease process")
+    return bound, free
+
+
+def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
+    first = _first_of_each(asks)
+    found: dict[int, Outcome] = {}
+    bound, new = _sort_held(asks, sorted(first.values()), found, actor=actor)
+    for i, lease in bound:
+        # A retransmitted REQUEST, or a client requesting what it holds: renew.
+        found[i] = renew_bound(lease.id, lease.client_id, actor=actor)
     if new:
         # The offers stay in the book until their lifetime ends: dropped here, before this
         # transaction commits, an address would look free to a concurrent offers group.
@@ -292,9 +298,16 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     (stamped from the engine's snapshot) where the diagram allows, else with a start job
     for a worker."""
     definition = definitions.active(PROCESS_KEY)
+    snap = _snapshot(definition)
     # Ids from the sequences (PostgreSQL) let each lease row name its instance at once;
-    # on SQLite the instances get theirs when inserted, after the leases.
-    taken = ids.allocate_pair(ProcessInstance, ServiceJob, len(asks))
+    # on SQLite the instances get theirs when inserted, after the leases. Start jobs are
+    # needed only where no snapshot stands for the instances.
+    taken: tuple[list[int], list[int]] | None
+    if snap is not None:
+        instance_ids = ids.allocate(ProcessInstance, len(asks))
+        taken = (instance_ids, []) if instance_ids is not None else None
+    else:
+        taken = ids.allocate_pair(ProcessInstance, ServiceJob, len(asks))
     binds = []
     for n, ask in enumerate(asks):
         binds.append(leases.Bind(
@@ -325,7 +338,6 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         made.append((place, lease))
         found[place] = view(lease)
     kept = [place_of[place] for place, _ in made]
-    snap = _snapshot(definition)
     if snap is not None:
         # The instances are stored where their first engine run would leave them: the
         # binding adopted, waiting at "bound". No start job, no worker, no engine step.
@@ -371,38 +383,17 @@ def renew_many(asks: Sequence[Renew], *, actor: str) -> list[Outcome]:
     it (a bind, as for a REQUEST); someone else's address is refused; otherwise silence
     (RFC 2131 §4.3.2: no record, no answer unless authoritative)."""
     first = _first_of_each(asks)
-    unique = sorted(first.values())
-    held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
     found: dict[int, Outcome] = {}
-    renewing: list[tuple[int, Lease]] = []
-    unknown: list[int] = []
-    for i in unique:
-        ask = asks[i]
-        lease = held.get((ask.cidr, ask.client_id))
-        if lease is None:
-            unknown.append(i)
-        elif int_to_ip(lease.address) != ask.address:
-            found[i] = Refused("not your address")
-        elif lease.state == LeaseState.BOUND.value:
-            renewing.append((i, lease))
-        elif lease.instance_id is not None:  # an offer of the process path, taken now
-            found[i] = _through_process(lease, _as_request(ask), actor=actor)
-        else:
-            found[i] = Refused("the offer has no lease process")
+    renewing, unknown = _sort_held(asks, sorted(first.values()), found, actor=actor)
     leases.renew_many([lease for _, lease in renewing], actor=actor)
     for i, lease in renewing:
         found[i] = view(lease)
     if unknown:
         back = _returning([asks[i] for i in unknown], unknown, found)
         if back:
-            bound = bind_many([_as_request(asks[i]) for i in back], actor=actor)
-            found.update(zip(back, bound, strict=True))
+            found.update(zip(back, bind_many([asks[i] for i in back], actor=actor),
+                             strict=True))
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
-
-
-def _as_request(ask: Renew) -> Request:
-    return Request(cidr=ask.cidr, client_id=ask.client_id, address=ask.address,
-                   hwaddr=ask.hwaddr, hostname=ask.hostname)
 
 
 def _returning(asks: Sequence[Renew], places: Sequence[int],

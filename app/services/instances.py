@@ -215,15 +215,10 @@ def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
     now = utcnow()
     deadline = now + timedelta(seconds=current_app.config["LEASEFLOW"].job_timeout)
     if ids_ is None or job_ids is None:
-        ids_ = _insert_instances(definition, entries)
+        ids_ = [row.id for row in _instance_rows(definition, entries)]
     else:
         for entry, instance_id in zip(entries, ids_, strict=True):
-            uow.add_row(_table, {
-                "id": instance_id, "definition_id": definition.id, "state": "running",
-                "outcome": {}, "request": entry.request, "workflow": "",
-                "client_id": entry.client_id, "subnet_id": entry.subnet_id,
-                "lease_id": entry.lease_id, "wake_at": None, "version": 1,
-                "created_at": now, "updated_at": now})
+            uow.add_row(_table, _instance_row(definition, entry, instance_id, now))
     pending = uow.pending()
     for place, (entry, instance_id) in enumerate(zip(entries, ids_, strict=True)):
         _record_start(definition, entry, instance_id)
@@ -239,8 +234,16 @@ def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
     return ids_
 
 
-def _insert_instances(definition: ProcessDefinition, entries: Sequence[Accepted]) -> list[int]:
-    return [row.id for row in _instance_rows(definition, entries)]
+def _instance_row(definition: ProcessDefinition, entry: Accepted, instance_id: int,
+                  now: datetime, *, workflow: str = "", wake_at: datetime | None = None
+                  ) -> dict[str, Any]:
+    """The row of a new instance: running with no workflow yet (a start job will run it),
+    or waiting with its `workflow` already stepped (`store_started`)."""
+    return {"id": instance_id, "definition_id": definition.id,
+            "state": "waiting" if workflow else "running", "outcome": {},
+            "request": entry.request, "workflow": workflow, "client_id": entry.client_id,
+            "subnet_id": entry.subnet_id, "lease_id": entry.lease_id, "wake_at": wake_at,
+            "version": 1, "created_at": now, "updated_at": now}
 
 
 def _instance_rows(definition: ProcessDefinition,
@@ -284,12 +287,8 @@ def store_started(definition: ProcessDefinition, entries: Sequence[Accepted],
     else:
         for entry, instance_id in zip(entries, ids_, strict=True):
             workflow, wake_at = started(instance_id, entry)
-            uow.add_row(_table, {
-                "id": instance_id, "definition_id": definition.id, "state": "waiting",
-                "outcome": {}, "request": entry.request, "workflow": workflow,
-                "client_id": entry.client_id, "subnet_id": entry.subnet_id,
-                "lease_id": entry.lease_id, "wake_at": wake_at, "version": 1,
-                "created_at": now, "updated_at": now})
+            uow.add_row(_table, _instance_row(definition, entry, instance_id, now,
+                                              workflow=workflow, wake_at=wake_at))
     for entry, instance_id in zip(entries, ids_, strict=True):
         _record_start(definition, entry, instance_id)
     return ids_

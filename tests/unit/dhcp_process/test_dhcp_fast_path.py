@@ -16,6 +16,7 @@ from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.fast_backend import FastLeaseBackend
 from app.errors import LeaseflowError
 from app.extensions import db
+from app.ipam.addresses import parse_address
 from app.models import AuditEntry, Lease, ProcessInstance, ServiceJob
 from app.services import dhcp
 
@@ -173,7 +174,9 @@ def test_an_offer_holds_its_address_for_the_offer_lifetime_only(dhcp_app, make_c
         later = time.monotonic() + 31
         assert all(backend.book.held(CIDR, dhcp.client_key(c.client_id), later) is None
                    for c in pool)
-        assert backend.book.holder(CIDR, 0, later) is None
+        first = parse_address(offers[0].address, field="address")
+        assert backend.book.holder(CIDR, first, time.monotonic()) is not None
+        assert backend.book.holder(CIDR, first, later) is None
     finally:
         backend.close()
 
