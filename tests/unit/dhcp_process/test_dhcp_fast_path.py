@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
+from test_dhcp_process_backend import bind as dora
 from test_dhcp_process_backend import count, instance_of, lease_of, wait_instance
 
 from app.dhcp.backend import Binding, Client, Refusal
@@ -29,15 +30,6 @@ def fast(dhcp_app: Flask) -> Iterator[FastLeaseBackend]:
     backend = FastLeaseBackend(dhcp_app, patience=20.0, offer_lifetime=30.0)
     yield backend
     backend.close()
-
-
-def dora(backend: FastLeaseBackend, client: Client) -> Binding:
-    offer = backend.offer(client, None, time.time())
-    assert isinstance(offer, Binding) and offer.state == "offered"
-    ack = backend.commit(client, offer.address, time.time())
-    assert isinstance(ack, Binding) and ack.state == "bound", ack
-    assert ack.address == offer.address
-    return ack
 
 
 def audit_kinds(app: Flask) -> list[str]:
