@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -295,6 +296,17 @@ class Snapshot:
     messages: tuple[str, ...]
     timer_field: str | None  # the field whose (date) value is the only timer's due time
     tokens: Mapping[str, str]  # field -> its placeholder as it appears in `state` (JSON)
+    # `state` cut at every placeholder: pieces[0], slots[0], pieces[1], ... (one join per
+    # stamp instead of one pass over the state per field)
+    pieces: tuple[str, ...] = field(init=False)
+    slots: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        field_of = {token: name for name, token in self.tokens.items()}
+        pattern = re.compile("|".join(re.escape(token) for token in field_of))
+        object.__setattr__(self, "pieces", tuple(pattern.split(self.state)))
+        object.__setattr__(self, "slots", tuple(field_of[m] for m in
+                                                pattern.findall(self.state)))
 
 
 _PLACEHOLDER_DATE = "2999-12-31T23:59:58.123457+00:00"
@@ -333,10 +345,11 @@ def snapshot(spec: ProcessSpec, variable: str, values: Mapping[str, Any],
 
 def stamp(snap: Snapshot, values: Mapping[str, Any]) -> str:
     """The snapshot's state with each placeholder replaced by the JSON of its real value."""
-    state = snap.state
-    for name, token in snap.tokens.items():
-        state = state.replace(token, json.dumps(values[name]))
-    return state
+    dumped = {name: json.dumps(values[name]) for name in snap.tokens}
+    parts = [snap.pieces[0]]
+    for name, piece in zip(snap.slots, snap.pieces[1:], strict=True):
+        parts += (dumped[name], piece)
+    return "".join(parts)
 
 
 def serialize(workflow: BpmnWorkflow) -> str:

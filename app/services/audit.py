@@ -15,7 +15,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..ledger import GENESIS_HASH, canonical_json, row_hash
 from ..models import AuditEntry, LedgerHead
-from . import uow
+from . import plain_sql, uow
 
 
 def _head() -> LedgerHead:
@@ -31,8 +31,10 @@ def _head() -> LedgerHead:
 def flush(entries: Sequence[dict[str, Any]]) -> None:
     if not entries:
         return
-    head = _head()
-    seq, prev = head.seq, head.hash
+    raw = plain_sql.driver()  # PostgreSQL: the head as plain statements (the DHCP fast path)
+    row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
+    head = _head() if row is None else None  # SQLite, or no head row yet
+    seq, prev = (head.seq, head.hash) if head is not None else (row[0], row[1])  # type: ignore[index]
     rows = []
     for entry in entries:
         seq += 1
@@ -44,4 +46,11 @@ def flush(entries: Sequence[dict[str, Any]]) -> None:
                      "hash": digest})
         prev = digest
     uow.insert_rows(AuditEntry.__table__, rows)
-    head.seq, head.hash = seq, prev
+    if head is not None:
+        head.seq, head.hash = seq, prev
+    elif raw is not None:
+        raw.execute(_MOVE_PG, (seq, prev))
+
+
+_HEAD_PG = "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE"
+_MOVE_PG = "UPDATE ledger_head SET seq = %s, hash = %s WHERE id = 1"

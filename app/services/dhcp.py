@@ -74,13 +74,16 @@ def client_key(identity: bytes) -> str:
     return text
 
 
-def view(lease: Lease | None) -> LeaseView | None:
+def view(lease: Any, *, instance_id: int | None = None,
+         expires_at: datetime | None = None) -> LeaseView | None:
+    """The lease as the server needs it, from an ORM lease or a row with its columns
+    (`instance_id`, `expires_at`: values the row does not hold yet)."""
     if lease is None:
         return None
-    return LeaseView(lease_id=lease.id, instance_id=lease.instance_id,
+    return LeaseView(lease_id=lease.id, instance_id=instance_id or lease.instance_id,
                      address=int_to_ip(lease.address), state=lease.state,
                      client_id=lease.client_id, hostname=lease.hostname,
-                     expires_at=lease.expires_at)
+                     expires_at=expires_at or lease.expires_at)
 
 
 def _subnet_id(cidr: str) -> int:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import select
 
 from ..engine import runtime
@@ -50,8 +51,8 @@ from ..ipam.addresses import IpamError, int_to_ip, parse_address
 from ..ipam.allocator import free_candidates, preferred, random_probes
 from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
-from ..models import Lease, ProcessDefinition, ProcessInstance, ServiceJob, Subnet
-from . import definitions, ids, instances, leases, subnets, uow
+from ..models import HOLDING_SQL, Lease, ProcessDefinition, ProcessInstance, ServiceJob
+from . import definitions, ids, instances, leases, plain_sql, subnets
 from .dhcp import HOLDING, PROCESS_KEY, LeaseView, renew_bound, view
 
 log = logging.getLogger(__name__)
@@ -175,10 +176,10 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
     else the first free of its preferred addresses and random probes (one read for the
     group), else one from the exact free list."""
     ask_at = dict(zip(places, asks, strict=True))
-    target: dict[str, Subnet] = {}
+    target: dict[str, subnets.Known] = {}
     for ask in asks:
         if ask.cidr not in target:
-            target[ask.cidr] = subnets.by_cidr(ask.cidr)
+            target[ask.cidr] = subnets.known(ask.cidr)
     known = leases.recent({(target[a.cidr].id, a.client_id) for a in asks})
     queues: dict[int, list[int]] = {}
     holding: list[int] = []
@@ -216,7 +217,7 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
         found[place] = Offered(int_to_ip(address))
 
 
-def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: Subnet, *,
+def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: subnets.Known, *,
           book: OfferBook, now: float) -> int | None:
     """The first candidate nobody holds, claimed in the book for the offer lifetime."""
     until = now + ask.offer_lifetime
@@ -231,34 +232,48 @@ def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: Subnet, *,
     return None
 
 
-def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lease]:
-    """The offered or bound lease of each (subnet, client), locked for this transaction."""
+def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """The offered or bound lease of each (subnet, client), locked for this transaction,
+    as a row (id, subnet_id, address, state, client_id, hostname, owner, instance_id,
+    expires_at), not an ORM object."""
     if not keys:
         return {}
-    ids_ = {cidr: subnets.by_cidr(cidr).id for cidr, _ in keys}
+    ids_ = {cidr: subnets.known(cidr).id for cidr, _ in keys}
     cidr_of = {subnet_id: cidr for cidr, subnet_id in ids_.items()}
     wanted = set(keys)
-    rows = db.session.execute(select(Lease).where(
-        leases.among(Lease.subnet_id, set(ids_.values())),
-        leases.among(Lease.client_id, {c for _, c in keys}),
-        Lease.state.in_(HOLDING)).order_by(Lease.id).with_for_update()).scalars().all()
-    found: dict[tuple[str, str], Lease] = {}
-    fresh = uow.pending().fresh_leases
-    for lease in rows:
-        key = (cidr_of[lease.subnet_id], lease.client_id)
+    raw = plain_sql.driver()
+    if raw is not None:  # PostgreSQL: one plain statement
+        with raw.cursor(row_factory=namedtuple_row) as cursor:
+            rows = cursor.execute(_HOLDING_PG, (plain_sql.ints(set(ids_.values())),
+                                                plain_sql.texts({c for _, c in keys}))).fetchall()
+    else:
+        rows = db.session.execute(select(*_HELD_COLUMNS).where(
+            leases.among(Lease.subnet_id, set(ids_.values())),
+            leases.among(Lease.client_id, {c for _, c in keys}),
+            Lease.state.in_(HOLDING)).order_by(Lease.id).with_for_update()).all()
+    found: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        key = (cidr_of[row.subnet_id], row.client_id)
         if key in wanted:
-            found[key] = lease  # the newest wins (ordered by id)
-            fresh[lease.id] = lease  # locked by this transaction: no second lock
+            found[key] = row  # the newest wins (ordered by id)
     return found
 
 
+_HELD_COLUMNS = (Lease.id, Lease.subnet_id, Lease.address, Lease.state, Lease.client_id,
+                 Lease.hostname, Lease.owner, Lease.instance_id, Lease.expires_at)
+# Module constants only (HOLDING_SQL names the states), no input: not an injection.
+_HOLDING_PG = ("SELECT id, subnet_id, address, state, client_id, hostname, owner, instance_id,"  # noqa: S608
+               " expires_at FROM leases WHERE subnet_id = ANY(%s::integer[])"
+               f" AND client_id = ANY(%s::text[]) AND {HOLDING_SQL} ORDER BY id FOR UPDATE")
+
+
 def _sort_held(asks: Sequence[Request], unique: Sequence[int], found: dict[int, Outcome], *,
-               actor: str) -> tuple[list[tuple[int, Lease]], list[int]]:
+               actor: str) -> tuple[list[tuple[int, Any]], list[int]]:
     """Answer the asks whose client holds another address or a process-path offer; the
     others come back as (the places with a bound lease of that address, the places of
     clients that hold nothing)."""
     held = _holding([(asks[i].cidr, asks[i].client_id) for i in unique])
-    bound: list[tuple[int, Lease]] = []
+    bound: list[tuple[int, Any]] = []
     free: list[int] = []
     for i in unique:
         ask = asks[i]
@@ -311,7 +326,7 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     binds = []
     for n, ask in enumerate(asks):
         binds.append(leases.Bind(
-            subnet=subnets.by_cidr(ask.cidr), client_id=ask.client_id,
+            subnet=subnets.known(ask.cidr), client_id=ask.client_id,
             address=parse_address(ask.address, field="address"), hostname=ask.hostname,
             hwaddr=ask.hwaddr, instance_id=taken[0][n] if taken else None))
     bound = leases.bind_new(binds, actor=actor)
@@ -320,7 +335,8 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     # A copy of the same REQUEST in a concurrent group may have bound it first: then this
     # one is answered with that lease (an ACK again), not refused.
     theirs = _holding([(ask.cidr, ask.client_id) for ask in lost]) if lost else {}
-    entries, made = [], []
+    entries: list[instances.Accepted] = []
+    made: list[tuple[int, leases.Bound]] = []
     for place, ask, lease in zip(places, asks, bound, strict=True):
         if lease is None:
             mine = theirs.get((ask.cidr, ask.client_id))
@@ -330,13 +346,11 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         request: dict[str, Any] = {
             "subnet": ask.cidr, "client_id": lease.client_id, "hwaddr": lease.hwaddr,
             "hostname": lease.hostname, "requested_ip": ask.address,
-            "bound_lease_id": lease.id,
-            "bound_until": lease.expires_at.isoformat() if lease.expires_at else None}
+            "bound_lease_id": lease.id, "bound_until": lease.expires_at.isoformat()}
         entries.append(instances.Accepted(request=request, actor=actor,
                                           subnet_id=lease.subnet_id,
                                           client_id=lease.client_id, lease_id=lease.id))
         made.append((place, lease))
-        found[place] = view(lease)
     kept = [place_of[place] for place, _ in made]
     if snap is not None:
         # The instances are stored where their first engine run would leave them: the
@@ -351,9 +365,11 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     else:  # a diagram whose adoption runs service tasks: a worker starts the instances
         stored = instances.accept_many(definition, entries, ids_taken=(
             [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None)
-    for (_, lease), instance_id in zip(made, stored, strict=True):
-        if lease.instance_id != instance_id:  # SQLite: known only now
-            lease.instance_id = instance_id
+    if taken is None:  # SQLite: the instance ids are known only now
+        leases.name_instances([(lease.id, instance_id)
+                               for (_, lease), instance_id in zip(made, stored, strict=True)])
+    for (place, lease), instance_id in zip(made, stored, strict=True):
+        found[place] = view(lease, instance_id=instance_id)
 
 
 _snapshots: dict[str, runtime.Snapshot | None] = {}  # by the diagram's checksum
@@ -385,9 +401,10 @@ def renew_many(asks: Sequence[Renew], *, actor: str) -> list[Outcome]:
     first = _first_of_each(asks)
     found: dict[int, Outcome] = {}
     renewing, unknown = _sort_held(asks, sorted(first.values()), found, actor=actor)
-    leases.renew_many([lease for _, lease in renewing], actor=actor)
-    for i, lease in renewing:
-        found[i] = view(lease)
+    expiries = leases.renew_many([leases.Renewal(lease=lease, subnet=subnets.known(asks[i].cidr))
+                                  for i, lease in renewing], actor=actor)
+    for (i, lease), expires_at in zip(renewing, expiries, strict=True):
+        found[i] = view(lease, expires_at=expires_at)
     if unknown:
         back = _returning([asks[i] for i in unknown], unknown, found)
         if back:
@@ -400,7 +417,7 @@ def _returning(asks: Sequence[Renew], places: Sequence[int],
                found: dict[int, Outcome]) -> list[int]:
     """Of clients we hold no lease for: the places of those back with their last address,
     free and in the pool (bound again); the others are refused or get silence."""
-    target = {ask.cidr: subnets.by_cidr(ask.cidr) for ask in asks}
+    target = {ask.cidr: subnets.known(ask.cidr) for ask in asks}
     known = leases.recent({(target[a.cidr].id, a.client_id) for a in asks})
     wanted: dict[str, set[int]] = {}
     for ask in asks:
@@ -421,7 +438,7 @@ def _returning(asks: Sequence[Renew], places: Sequence[int],
     return back
 
 
-def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:
+def _through_process(lease: Any, ask: Request, *, actor: str) -> Outcome:
     """An offer a process-path server made (several servers share the database): its
     instance takes the REQUEST, run ahead in this transaction."""
     from . import dhcp
@@ -429,6 +446,7 @@ def _through_process(lease: Lease, ask: Request, *, actor: str) -> Outcome:
     dhcp.tell(lease.instance_id or 0, "dhcp_request",
               {"address": ask.address, "hostname": ask.hostname}, actor=actor)
     dhcp.run_parked()
-    if lease.state == LeaseState.BOUND.value:
-        return view(lease)
+    now = db.session.get(Lease, lease.id)
+    if now is not None and now.state == LeaseState.BOUND.value:
+        return view(now)
     return None  # not bound yet (a retry waits out its backoff): the client retransmits

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -153,8 +155,38 @@ def resolve(ref: str | int) -> Subnet:
     return by_cidr(ref)
 
 
-def pool_of(subnet: Subnet) -> Pool:
-    key = (subnet.id, repr((subnet.cidr, subnet.pools, subnet.excluded)))
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Known:
+    """A subnet's values as the DHCP fast path uses them, read at most `KNOWN_FRESH`
+    seconds ago: a group of exchanges then costs no subnet lookup. An admin's change
+    reaches the server within that time."""
+
+    id: int
+    cidr: str
+    pools: tuple[str, ...]
+    excluded: tuple[str, ...]
+    lease_time: int
+
+
+KNOWN_FRESH = 1.0  # seconds
+_known: dict[tuple[str, str], tuple[float, Known]] = {}  # (database, cidr) -> (read at, ...)
+
+
+def known(cidr: str) -> Known:
+    """The subnet of `cidr` (NotFound if none), from this process's copy while it is fresh."""
+    key, now = (str(db.engine.url), cidr), time.monotonic()
+    hit = _known.get(key)
+    if hit is not None and now - hit[0] < KNOWN_FRESH:
+        return hit[1]
+    subnet = by_cidr(cidr)
+    value = Known(id=subnet.id, cidr=subnet.cidr, pools=tuple(subnet.pools),
+                  excluded=tuple(subnet.excluded), lease_time=subnet.lease_time)
+    _known[key] = (now, value)
+    return value
+
+
+def pool_of(subnet: Subnet | Known) -> Pool:
+    key = (subnet.id, repr((subnet.cidr, list(subnet.pools), list(subnet.excluded))))
     pool = _pool_cache.get(key)
     if pool is None:
         network = ipaddress.IPv4Network(subnet.cidr)

@@ -64,10 +64,20 @@ def flush_rows() -> None:
     """Insert the rows collected by `add_row` now (before reading them back), parents
     before children (a job row after its instance's)."""
     state = pending()
-    order = {table: i for i, table in enumerate(db.metadata.sorted_tables)}
+    order = _table_order()
     for table in sorted(state.rows, key=lambda t: order.get(t, len(order))):
         insert_rows(table, state.rows[table])
     state.rows.clear()
+
+
+_order: dict[Any, int] = {}
+
+
+def _table_order() -> dict[Any, int]:
+    """Each table's place, parents first (the metadata sorts them anew on every call)."""
+    if not _order:
+        _order.update({table: i for i, table in enumerate(db.metadata.sorted_tables)})
+    return _order
 
 
 def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:

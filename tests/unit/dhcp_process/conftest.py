@@ -17,8 +17,7 @@ POOL = ("10.66.0.10", "10.66.0.14")
 LEASE_TIME = 600
 
 
-@pytest.fixture
-def dhcp_app(app: Flask) -> Flask:
+def with_subnet(app: Flask) -> Flask:
     from app.services import subnets
     from app.services.uow import unit_of_work
 
@@ -26,6 +25,17 @@ def dhcp_app(app: Flask) -> Flask:
         subnets.create({"cidr": CIDR, "pools": [f"{POOL[0]}-{POOL[1]}"],
                         "gateway": "10.66.0.1", "lease_time": LEASE_TIME}, actor="test")
     return app
+
+
+@pytest.fixture
+def add_subnet() -> Callable[[Flask], Flask]:
+    """`with_subnet`, for a test module that builds its own app."""
+    return with_subnet
+
+
+@pytest.fixture
+def dhcp_app(app: Flask) -> Flask:
+    return with_subnet(app)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -20,9 +21,29 @@ from app.extensions import db
 from app.ipam.addresses import parse_address
 from app.models import AuditEntry, Lease, ProcessInstance, ServiceJob
 from app.services import dhcp
+from lf_support import make_app
 
 MakeClient = Callable[..., Client]
 CIDR = "10.66.0.0/24"  # the subnet of this directory's dhcp_app fixture
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def dhcp_app(request: pytest.FixtureRequest, tmp_path: Path,
+             add_subnet: Callable[[Flask], Flask]) -> Iterator[Flask]:
+    """Each test on the embedded default and on PostgreSQL, where the fast path sends its
+    statements as plain SQL."""
+    from app import start_transport
+    from app.services import dispatch
+
+    if request.param == "sqlite":
+        yield add_subnet(request.getfixturevalue("app"))
+        return
+    application = make_app(tmp_path, database_url=request.getfixturevalue("pg_database"))
+    start_transport(application)
+    yield add_subnet(application)
+    dispatch.install(None)
+    with application.app_context():
+        db.engine.dispose()
 
 
 @pytest.fixture
