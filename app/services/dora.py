@@ -106,9 +106,12 @@ Outcome = LeaseView | Offered | Refused | None
 
 
 def check_process() -> None:
-    """The active `dhcp_lease` process must be able to adopt a binding made here."""
+    """The active `dhcp_lease` process must be able to adopt a binding made here. Its
+    snapshot is taken now too, so the first REQUEST does not wait for that engine run."""
     definition = definitions.active(PROCESS_KEY)
-    if not definitions.spec_by_id(definition.id).has_task(ADOPT_TASK):
+    if definitions.spec_by_id(definition.id).has_task(ADOPT_TASK):
+        _snapshot(definition)
+    else:
         raise LeaseflowError(
             f"the active {PROCESS_KEY} process (v{definition.version}) has no "
             f"{ADOPT_TASK!r} step, so it cannot follow leases bound on the fast DORA path; "

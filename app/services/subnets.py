@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -169,19 +170,22 @@ class Known:
 
 
 KNOWN_FRESH = 1.0  # seconds
-_known: dict[tuple[str, str], tuple[float, Known]] = {}  # (database, cidr) -> (read at, ...)
+# engine -> cidr -> (read at, values); by engine, as rendering its URL costs more
+_known: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, Known]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def known(cidr: str) -> Known:
     """The subnet of `cidr` (NotFound if none), from this process's copy while it is fresh."""
-    key, now = (str(db.engine.url), cidr), time.monotonic()
-    hit = _known.get(key)
+    now = time.monotonic()
+    known_here = _known.setdefault(db.engine, {})
+    hit = known_here.get(cidr)
     if hit is not None and now - hit[0] < KNOWN_FRESH:
         return hit[1]
     subnet = by_cidr(cidr)
     value = Known(id=subnet.id, cidr=subnet.cidr, pools=tuple(subnet.pools),
                   excluded=tuple(subnet.excluded), lease_time=subnet.lease_time)
-    _known[key] = (now, value)
+    known_here[cidr] = (now, value)
     return value
 
 
