@@ -20,7 +20,7 @@ def values(**over: object) -> dict[str, object]:
     base: dict[str, object] = {
         "subnet": "10.0.0.0/24", "client_id": "01:02:03", "hwaddr": None,
         "hostname": 'a "quoted" \\ name', "requested_ip": "10.0.0.77", "bound_lease_id": 42,
-        "bound_until": "2026-11-29T03:00:00.500000+00:00", "instance_id": 7}
+        "bound_until": "2099-11-29T03:00:00.500000+00:00", "instance_id": 7}
     base.update(over)
     return base
 
