@@ -15,18 +15,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from lf_support import TOKEN, make_app, pg_url
+from lf_support import TOKEN, pg_url, running_app
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    from app import start_transport
-    from app.services import dispatch
-
-    application = make_app(tmp_path)
-    start_transport(application)
-    yield application
-    dispatch.install(None)
+    with running_app(tmp_path) as application:
+        yield application
 
 
 @pytest.fixture

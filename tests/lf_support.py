@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,24 @@ def make_app(tmp_path: Path, **overrides: Any) -> Flask:
     return app
 
 
+
+
+@contextlib.contextmanager
+def running_app(tmp_path: Path, **overrides: Any) -> Iterator[Flask]:
+    """`make_app` with its transport started (the in-process worker); afterwards the
+    transport is uninstalled and the engine's connections are closed."""
+    from app import start_transport
+    from app.extensions import db
+    from app.services import dispatch
+
+    application = make_app(tmp_path, **overrides)
+    start_transport(application)
+    try:
+        yield application
+    finally:
+        dispatch.install(None)
+        with application.app_context():
+            db.engine.dispose()
 
 
 def pg_url() -> str:

@@ -33,8 +33,12 @@ def flush(entries: Sequence[dict[str, Any]]) -> None:
         return
     raw = plain_sql.driver()  # PostgreSQL: the head as plain statements (the DHCP fast path)
     row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
-    head = _head() if row is None else None  # SQLite, or no head row yet
-    seq, prev = (head.seq, head.hash) if head is not None else (row[0], row[1])  # type: ignore[index]
+    head: LedgerHead | None = None
+    if row is not None:
+        seq, prev = row
+    else:  # SQLite, or no head row yet
+        head = _head()
+        seq, prev = head.seq, head.hash
     rows = []
     for entry in entries:
         seq += 1

@@ -191,7 +191,7 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
         if any(row.state in HOLDING for row in rows):
             holding.append(place)  # a client rebooting, or asking again: its own lease
             continue
-        pool = subnets.pool_of(target[ask.cidr])
+        pool = target[ask.cidr].pool
         try:
             requested = parse_address(ask.requested_ip, field="requested_ip") \
                 if ask.requested_ip else None
@@ -229,7 +229,7 @@ def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: subnets.Know
             return address
     # Probes spent (a nearly full pool): the exact free list, read once for this ask.
     busy = leases.held_addresses(subnet.id) | taken | book.addresses(ask.cidr, now)
-    for address in free_candidates(subnets.pool_of(subnet), busy, PROBES, _rng):
+    for address in free_candidates(subnet.pool, busy, PROBES, _rng):
         if book.claim(ask.cidr, ask.client_id, address, until, now):
             return address
     return None
@@ -237,8 +237,7 @@ def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: subnets.Know
 
 def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     """The offered or bound lease of each (subnet, client), locked for this transaction,
-    as a row (id, subnet_id, address, state, client_id, hostname, owner, instance_id,
-    expires_at), not an ORM object."""
+    as a row of `_HELD_COLUMNS`, not an ORM object."""
     if not keys:
         return {}
     ids_ = {cidr: subnets.known(cidr).id for cidr, _ in keys}
@@ -264,10 +263,10 @@ def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
 
 _HELD_COLUMNS = (Lease.id, Lease.subnet_id, Lease.address, Lease.state, Lease.client_id,
                  Lease.hostname, Lease.owner, Lease.instance_id, Lease.expires_at)
-# Module constants only (HOLDING_SQL names the states), no input: not an injection.
-_HOLDING_PG = ("SELECT id, subnet_id, address, state, client_id, hostname, owner, instance_id,"  # noqa: S608
-               " expires_at FROM leases WHERE subnet_id = ANY(%s::integer[])"
-               f" AND client_id = ANY(%s::text[]) AND {HOLDING_SQL} ORDER BY id FOR UPDATE")
+# Module constants only (column names, HOLDING_SQL's states), no input: not an injection.
+_HOLDING_PG = (f"SELECT {', '.join(c.key for c in _HELD_COLUMNS)} FROM leases"  # noqa: S608
+               " WHERE subnet_id = ANY(%s::integer[]) AND client_id = ANY(%s::text[])"
+               f" AND {HOLDING_SQL} ORDER BY id FOR UPDATE")
 
 
 def _sort_held(asks: Sequence[Request], unique: Sequence[int], found: dict[int, Outcome], *,
@@ -434,7 +433,7 @@ def _returning(asks: Sequence[Renew], places: Sequence[int],
         if address in taken[ask.cidr]:
             found[place] = Refused("address held by another client")
         elif rows and rows[0].address == address and \
-                address in subnets.pool_of(target[ask.cidr]):
+                address in target[ask.cidr].pool:
             back.append(place)
         else:
             found[place] = None
@@ -449,7 +448,7 @@ def _through_process(lease: Any, ask: Request, *, actor: str) -> Outcome:
     dhcp.tell(lease.instance_id or 0, "dhcp_request",
               {"address": ask.address, "hostname": ask.hostname}, actor=actor)
     dhcp.run_parked()
-    now = db.session.get(Lease, lease.id)
-    if now is not None and now.state == LeaseState.BOUND.value:
-        return view(now)
+    current = db.session.get(Lease, lease.id)
+    if current is not None and current.state == LeaseState.BOUND.value:
+        return view(current)
     return None  # not bound yet (a retry waits out its backoff): the client retransmits

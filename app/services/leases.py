@@ -128,8 +128,8 @@ def among(column: Any, values: Collection[Any]) -> Any:
 
 
 def recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
-    """The last few leases of each (subnet, client), newest first: one query for a batch.
-    Each row has id, address, state, instance_id, subnet_id and client_id."""
+    """The last few leases of each (subnet, client), newest first: one query for a batch,
+    as rows of `_RECENT_COLUMNS`."""
     if not keys:
         return {}
     raw = plain_sql.driver()
@@ -141,8 +141,7 @@ def recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
     else:
         rank = func.row_number().over(partition_by=(Lease.subnet_id, Lease.client_id),
                                       order_by=Lease.id.desc()).label("rank")
-        inner = select(Lease.id, Lease.address, Lease.state, Lease.instance_id,
-                       Lease.subnet_id, Lease.client_id, rank).where(
+        inner = select(*_RECENT_COLUMNS, rank).where(
             among(Lease.subnet_id, {k[0] for k in keys}),
             among(Lease.client_id, {k[1] for k in keys})).subquery()
         rows = db.session.execute(select(inner).where(inner.c.rank <= RECENT)
@@ -154,9 +153,11 @@ def recent(keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
     return found
 
 
-_RECENT_PG = (
-    "SELECT id, address, state, instance_id, subnet_id, client_id FROM ("
-    " SELECT id, address, state, instance_id, subnet_id, client_id, row_number() OVER"
+_RECENT_COLUMNS = (Lease.id, Lease.address, Lease.state, Lease.instance_id, Lease.subnet_id,
+                   Lease.client_id)
+_RECENT_NAMES = ", ".join(c.key for c in _RECENT_COLUMNS)
+_RECENT_PG = (  # module constants only: not an injection
+    f"SELECT {_RECENT_NAMES} FROM (SELECT {_RECENT_NAMES}, row_number() OVER"  # noqa: S608
     " (PARTITION BY subnet_id, client_id ORDER BY id DESC) AS rank FROM leases"
     " WHERE subnet_id = ANY(%s::integer[]) AND client_id = ANY(%s::text[])) AS r"
     " WHERE rank <= %s ORDER BY id DESC")
@@ -290,7 +291,6 @@ class Bound:
     instance_id: int | None
     expires_at: datetime
     state: str = LeaseState.BOUND.value
-    owner: str | None = None
 
 
 def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | None]:

@@ -164,9 +164,8 @@ class Known:
 
     id: int
     cidr: str
-    pools: tuple[str, ...]
-    excluded: tuple[str, ...]
     lease_time: int
+    pool: Pool
 
 
 KNOWN_FRESH = 1.0  # seconds
@@ -183,14 +182,14 @@ def known(cidr: str) -> Known:
     if hit is not None and now - hit[0] < KNOWN_FRESH:
         return hit[1]
     subnet = by_cidr(cidr)
-    value = Known(id=subnet.id, cidr=subnet.cidr, pools=tuple(subnet.pools),
-                  excluded=tuple(subnet.excluded), lease_time=subnet.lease_time)
+    value = Known(id=subnet.id, cidr=subnet.cidr, lease_time=subnet.lease_time,
+                  pool=pool_of(subnet))
     known_here[cidr] = (now, value)
     return value
 
 
-def pool_of(subnet: Subnet | Known) -> Pool:
-    key = (subnet.id, repr((subnet.cidr, list(subnet.pools), list(subnet.excluded))))
+def pool_of(subnet: Subnet) -> Pool:
+    key = (subnet.id, repr((subnet.cidr, subnet.pools, subnet.excluded)))
     pool = _pool_cache.get(key)
     if pool is None:
         network = ipaddress.IPv4Network(subnet.cidr)

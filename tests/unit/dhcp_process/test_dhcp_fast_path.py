@@ -21,7 +21,7 @@ from app.extensions import db
 from app.ipam.addresses import parse_address
 from app.models import AuditEntry, Lease, ProcessInstance, ServiceJob
 from app.services import dhcp
-from lf_support import make_app
+from lf_support import running_app
 
 MakeClient = Callable[..., Client]
 CIDR = "10.66.0.0/24"  # the subnet of this directory's dhcp_app fixture
@@ -32,18 +32,11 @@ def dhcp_app(request: pytest.FixtureRequest, tmp_path: Path,
              add_subnet: Callable[[Flask], Flask]) -> Iterator[Flask]:
     """Each test on the embedded default and on PostgreSQL, where the fast path sends its
     statements as plain SQL."""
-    from app import start_transport
-    from app.services import dispatch
-
     if request.param == "sqlite":
         yield add_subnet(request.getfixturevalue("app"))
         return
-    application = make_app(tmp_path, database_url=request.getfixturevalue("pg_database"))
-    start_transport(application)
-    yield add_subnet(application)
-    dispatch.install(None)
-    with application.app_context():
-        db.engine.dispose()
+    with running_app(tmp_path, database_url=request.getfixturevalue("pg_database")) as pg_app:
+        yield add_subnet(pg_app)
 
 
 @pytest.fixture
