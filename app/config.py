@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .errors import Invalid
+
 PREFIX = "LEASEFLOW_"
 
 
@@ -25,6 +27,17 @@ def _read_dotenv(path: Path) -> dict[str, str]:
         key, _, value = line.partition("=")
         values[key.strip()] = value.strip().strip("'\"")
     return values
+
+
+def _typed(name: str, default: object, raw: str) -> object:
+    """`raw` as the type of the setting's default (a number where the default is one)."""
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        try:
+            return type(default)(raw)
+        except ValueError:
+            raise Invalid(f"{PREFIX}{name.upper()} must be {type(default).__name__}, "
+                          f"not {raw!r}", code="invalid_setting") from None
+    return raw
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +88,7 @@ class Settings:
             raw = env.get(PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
-            values[f.name] = type(f.default)(raw) if f.default is not None else raw
+            values[f.name] = _typed(f.name, f.default, raw)
         values.update(overrides)
         generated = []
         stored = _read_dotenv(SECRETS_FILE) if environ is None else {}

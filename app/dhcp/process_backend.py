@@ -197,7 +197,7 @@ class ProcessLeaseBackend:
                 if instance_id is None:
                     instance_id = self._step(
                         dhcp.start, subnet=cidr, client_id=cid, hwaddr=_hwaddr(client),
-                        hostname=client.hostname, requested_ip=address,
+                        hostname=client.hostname, requested_ip=address, exact=True,
                         offer_lifetime=self.offer_lifetime, actor=self.actor)
                 view = self._wait(instance_id, lambda v: v.ended or v.lease is not None)
                 if view is None or view.lease is None:

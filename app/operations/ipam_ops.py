@@ -25,9 +25,11 @@ def _params(params: Mapping[str, Any], name: str, kind: type, *, required: bool 
 
 @register("ipam.reserve", description="Hold a free address of a subnet for a client",
           params={"subnet": "str", "client_id": "str", "hostname": "str", "owner": "str",
-                  "hwaddr": "str", "requested_ip": "str", "avoid": "list", "instance_id": "int"},
+                  "hwaddr": "str", "requested_ip": "str", "avoid": "list", "instance_id": "int",
+                  "exact": "bool"},
           required={"subnet", "client_id"}, savepoint=False,  # idempotent per instance
-          errors=("pool_exhausted", "unknown_subnet", "client_has_lease", "invalid_address"))
+          errors=("pool_exhausted", "unknown_subnet", "client_has_lease", "invalid_address",
+                  "address_unavailable"))
 def reserve(params: Mapping[str, Any]) -> dict[str, Any]:
     outcome = reserve_many([params])[0]
     if isinstance(outcome, OperationError):
@@ -49,7 +51,8 @@ def reserve_many(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | Op
                 owner=_params(params, "owner", str, required=False),
                 hwaddr=_params(params, "hwaddr", str, required=False),
                 requested_ip=_params(params, "requested_ip", str, required=False),
-                avoid=tuple(_params(params, "avoid", list, required=False) or ()))))
+                avoid=tuple(_params(params, "avoid", list, required=False) or ()),
+                exact=bool(_params(params, "exact", bool, required=False)))))
         except OperationError as exc:
             outcomes[i] = exc
     for (i, _), lease in zip(asks, leases.reserve_many([ask for _, ask in asks]),

@@ -150,8 +150,10 @@ def is_live(instance_id: int | None) -> bool:
 
 
 def start(*, subnet: str, client_id: str, hwaddr: str | None, hostname: str | None,
-          requested_ip: str | None, offer_lifetime: float, actor: str) -> int:
-    """Start a `dhcp_lease` instance for a DISCOVER (or a REQUEST we have no offer for)."""
+          requested_ip: str | None, offer_lifetime: float, actor: str,
+          exact: bool = False) -> int:
+    """Start a `dhcp_lease` instance for a DISCOVER (or, with `exact`, a REQUEST we have no
+    offer for: its reservation is `requested_ip` or a refusal, never another address)."""
     target = subnets.by_cidr(subnet)
     if requested_ip:
         try:
@@ -163,6 +165,8 @@ def start(*, subnet: str, client_id: str, hwaddr: str | None, hostname: str | No
         "subnet": target.cidr, "client_id": client_id, "hwaddr": hwaddr,
         "hostname": hostname, "requested_ip": requested_ip,
         "offer_until": (utcnow() + timedelta(seconds=offer_lifetime)).isoformat()}
+    if exact:
+        request["exact"] = True
     instance = ProcessInstance(definition_id=definition.id, definition=definition,
                                state="running", request=request, workflow="",
                                client_id=client_id, subnet_id=target.id)

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 from reactivex.scheduler import EventLoopScheduler
@@ -64,15 +65,17 @@ class Waiters:
                 if remaining <= 0:
                     return False
                 with self._cond:
-                    self._cond.wait_for(
-                        lambda seen=seen: self._generation[instance_id] != seen,
-                        timeout=min(remaining, 0.5))
+                    self._cond.wait_for(partial(self._moved, instance_id, seen),
+                                        timeout=min(remaining, 0.5))
         finally:
             with self._cond:
                 self._watchers[instance_id] -= 1
                 if not self._watchers[instance_id]:  # the last watcher forgets it
                     del self._watchers[instance_id]
                     del self._generation[instance_id]
+
+    def _moved(self, instance_id: int, seen: int) -> bool:
+        return self._generation[instance_id] != seen
 
 
 WAITERS = Waiters()

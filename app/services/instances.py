@@ -15,10 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..engine import runtime
@@ -133,7 +133,8 @@ def lease_request(body: Mapping[str, Any]) -> dict[str, Any]:
     except NotFound as exc:
         raise Invalid(exc.message, code="unknown_subnet",
                       details=[{"field": "subnet", "message": exc.message}]) from None
-    request = {"subnet": subnet.cidr, "client_id": _text(body, "client_id", required=True),
+    request: dict[str, Any] = {
+               "subnet": subnet.cidr, "client_id": _text(body, "client_id", required=True),
                "hostname": _text(body, "hostname"), "owner": _text(body, "owner"),
                "hwaddr": _text(body, "hwaddr", limit=64),
                "requested_ip": _text(body, "requested_ip", limit=15)}
@@ -407,7 +408,7 @@ def _write_instances(pending: uow.Pending, rows: list[ProcessInstance],
         {"b_id": instance.id, "b_seen": instance.version,
          **{f"b_{name}": value for name, value in values.items()}}
         for instance, values in changed])
-    if result.rowcount not in (-1, len(changed)):
+    if cast(CursorResult[Any], result).rowcount not in (-1, len(changed)):
         raise Conflict("a process instance changed under this transaction",
                        code="instance_changed")
     for instance, values in changed:  # the objects now match their rows

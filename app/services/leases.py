@@ -46,6 +46,7 @@ class Ask:
     hwaddr: str | None = None
     requested_ip: str | None = None
     avoid: tuple[str, ...] = ()
+    exact: bool = False  # requested_ip or nothing (a REQUEST names its address: RFC 2131)
     actor: str = "system"
 
 
@@ -60,6 +61,7 @@ class _Plan:
     queue: list[int]  # candidates still to try: preferred, then random probes
     tried: set[int] = field(default_factory=set)
     refilled: int = -1  # the round in which the queue was last filled from the free list
+    exact: int | None = None  # this address or a refusal, never another
 
 
 def _locked(lease_id: int) -> Lease | None:
@@ -71,12 +73,14 @@ def _locked(lease_id: int) -> Lease | None:
 
 def reserve(*, subnet: str | int, client_id: str, instance_id: int | None = None,
             hostname: str | None = None, owner: str | None = None, hwaddr: str | None = None,
-            requested_ip: str | None = None, avoid: Iterable[str] = (),
+            requested_ip: str | None = None, avoid: Iterable[str] = (), exact: bool = False,
             actor: str = "system") -> Lease:
-    """Hold an address for `client_id` (state offered). Idempotent per instance."""
+    """Hold an address for `client_id` (state offered). Idempotent per instance. With
+    `exact`, `requested_ip` or a refusal (`address_unavailable`), never another address."""
     outcome = reserve_many([Ask(subnet=subnet, client_id=client_id, instance_id=instance_id,
                                 hostname=hostname, owner=owner, hwaddr=hwaddr,
-                                requested_ip=requested_ip, avoid=tuple(avoid), actor=actor)])[0]
+                                requested_ip=requested_ip, avoid=tuple(avoid), exact=exact,
+                                actor=actor)])[0]
     if isinstance(outcome, BusinessError):
         raise outcome
     return outcome
@@ -186,6 +190,13 @@ def _plan(index: int, ask: Ask, target: Subnet, recent: list[Any],
               "hostname": ask.hostname, "owner": ask.owner, "hwaddr": ask.hwaddr,
               "created_at": now, "updated_at": now,
               "expires_at": now + timedelta(seconds=target.lease_time)}
+    if ask.exact:
+        # A REQUEST for an address we offered nothing for: that address or none. Holding
+        # another one only to let it go would, meanwhile, refuse a client that asks for it.
+        if requested is None or requested not in pool or requested in avoided:
+            raise _unavailable(ask.requested_ip, target)
+        return _Plan(index=index, target=target, pool=pool, values=values, actor=ask.actor,
+                     avoided=avoided, queue=[requested], tried=set(avoided), exact=requested)
     queue = preferred(pool, current=None, previous=previous, requested=requested) + \
         random_probes(pool, PROBES, _rng)
     return _Plan(index=index, target=target, pool=pool, values=values, actor=ask.actor,
@@ -229,6 +240,8 @@ def _candidate(plan: _Plan, claimed: set[int], taken: dict[int, set[int]],
                 continue
             plan.tried.add(address)
             return address
+        if plan.exact is not None:  # its one address went to another holder
+            return _unavailable(int_to_ip(plan.exact), plan.target)
         if plan.refilled == number:
             return None  # this round's free addresses went to others of the batch
         # Probes spent: pick from the exact free list (read once per subnet per round).
@@ -357,6 +370,12 @@ def name_instances(pairs: Sequence[tuple[int, int]]) -> None:
 
 _NAME_INSTANCE = update(Lease.__table__).where(Lease.__table__.c.id == bindparam("lease_id")) \
     .values(instance_id=bindparam("instance_id"))
+
+
+def _unavailable(address: str | None, target: Subnet) -> BusinessError:
+    return BusinessError(f"{address} is not available in {target.cidr}",
+                         code="address_unavailable",
+                         details={"subnet": target.cidr, "ip": address})
 
 
 def _exhausted(plan: _Plan) -> BusinessError:

@@ -11,10 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def leaseflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def leaseflow(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "LEASEFLOW_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
            "LEASEFLOW_SECRET_KEY": "k", "LEASEFLOW_ADMIN_PASSWORD": "p",
-           "LEASEFLOW_API_TOKEN": "t", "PYTHONPATH": str(ROOT)}
+           "LEASEFLOW_API_TOKEN": "t", "PYTHONPATH": str(ROOT), **settings}
     return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -37,6 +37,13 @@ def test_bad_input_is_one_line_and_exit_1(migrated: Path, args: list[str], says:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_setting_of_the_wrong_type_is_one_line_and_exit_1(migrated: Path) -> None:
+    result = leaseflow(migrated, "ledger", "verify", LEASEFLOW_DHCP_PORT="sixty-seven")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == \
+        "leaseflow: LEASEFLOW_DHCP_PORT must be int, not 'sixty-seven'"
 
 
 def test_subnet_then_lease_from_the_shell(migrated: Path) -> None:

@@ -93,6 +93,41 @@ def test_requested_address_is_honoured_when_free(backend, make_client):
     assert offer is not None and offer.address == "10.66.0.13"
 
 
+def test_a_request_without_an_offer_reserves_that_address_and_no_other(
+        dhcp_app, backend, make_client):
+    """A REQUEST this server offered nothing for (the DISCOVER went to another server)
+    binds the address it names; its instance may reserve no other one meanwhile."""
+    client = make_client(5)
+    ack = backend.commit(client, "10.66.0.14", time.time())
+    assert isinstance(ack, Binding) and ack.address == "10.66.0.14"
+    with dhcp_app.app_context():
+        instance = db.session.get(ProcessInstance, instance_of(dhcp_app, client)["id"])
+        assert instance is not None and instance.request["exact"] is True
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("10.66.0.14", "held by another client"), ("10.66.0.200", "outside the pool")])
+def test_an_exact_reservation_is_refused_rather_than_moved(
+        dhcp_app, backend, make_client, address, why):
+    from app.operations import BusinessError
+    from app.services import leases
+    from app.services.uow import unit_of_work
+
+    bind_to = backend.commit(make_client(6), "10.66.0.14", time.time())
+    assert isinstance(bind_to, Binding)
+    before = count(dhcp_app, Lease)
+    with dhcp_app.app_context(), unit_of_work(), pytest.raises(BusinessError) as refused:
+        leases.reserve(subnet="10.66.0.0/24", client_id="01:02:00:00:00:00:07",
+                       requested_ip=address, exact=True)
+    assert refused.value.code == "address_unavailable", why
+    assert address in refused.value.message
+    assert count(dhcp_app, Lease) == before  # nothing held, not even for a moment
+    with dhcp_app.app_context(), unit_of_work():  # without `exact`: another address
+        other = leases.reserve(subnet="10.66.0.0/24", client_id="01:02:00:00:00:00:07",
+                               requested_ip=address)
+        assert other.address != address
+
+
 def test_renewal_takes_the_fast_path(dhcp_app, backend, make_client):
     client = make_client(4)
     ack = bind(backend, client)
