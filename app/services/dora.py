@@ -53,7 +53,7 @@ from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
 from ..models import HOLDING_SQL, Lease, ProcessDefinition, ProcessInstance, ServiceJob
 from . import definitions, ids, instances, leases, plain_sql, subnets
-from .dhcp import HOLDING, PROCESS_KEY, LeaseView, renew_bound, view
+from .dhcp import HOLDING, PROCESS_KEY, LeaseView, view
 
 log = logging.getLogger(__name__)
 ADOPT_TASK = "adopt_binding"  # the diagram's step that takes over a binding made here
@@ -298,9 +298,8 @@ def bind_many(asks: Sequence[Request], *, actor: str) -> list[Outcome]:
     first = _first_of_each(asks)
     found: dict[int, Outcome] = {}
     bound, new = _sort_held(asks, sorted(first.values()), found, actor=actor)
-    for i, lease in bound:
-        # A retransmitted REQUEST, or a client requesting what it holds: renew.
-        found[i] = renew_bound(lease.id, lease.client_id, actor=actor)
+    # A retransmitted REQUEST, or a client requesting what it holds: a renewal.
+    _renew_held(asks, bound, found, actor=actor)
     if new:
         # The offers stay in the book until their lifetime ends: dropped here, before this
         # transaction commits, an address would look free to a concurrent offers group.
@@ -395,24 +394,31 @@ def _expiry(entry: instances.Accepted) -> datetime:
 
 
 def renew_many(asks: Sequence[Renew], *, actor: str) -> list[Outcome]:
-    """Renew the group's bound leases in one UPDATE. The instance is not told: its expiry
-    timer asks the database before it lets a lease go (`ipam.lease` in the diagram). A
-    client we hold nothing for gets its address back if it was its last and nobody holds
+    """Renew the group's bound leases in one UPDATE (`_renew_held`). A client we hold
+    nothing for gets its address back if it was its last and nobody holds
     it (a bind, as for a REQUEST); someone else's address is refused; otherwise silence
     (RFC 2131 §4.3.2: no record, no answer unless authoritative)."""
     first = _first_of_each(asks)
     found: dict[int, Outcome] = {}
     renewing, unknown = _sort_held(asks, sorted(first.values()), found, actor=actor)
-    expiries = leases.renew_many([leases.Renewal(lease=lease, subnet=subnets.known(asks[i].cidr))
-                                  for i, lease in renewing], actor=actor)
-    for (i, lease), expires_at in zip(renewing, expiries, strict=True):
-        found[i] = view(lease, expires_at=expires_at)
+    _renew_held(asks, renewing, found, actor=actor)
     if unknown:
         back = _returning([asks[i] for i in unknown], unknown, found)
         if back:
             found.update(zip(back, bind_many([asks[i] for i in back], actor=actor),
                              strict=True))
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
+
+
+def _renew_held(asks: Sequence[Request], held: Sequence[tuple[int, Any]],
+                found: dict[int, Outcome], *, actor: str) -> None:
+    """Renew the bound leases `_sort_held` locked (a place and its row each) in one UPDATE.
+    The instance is not told: its expiry timer asks the database before it lets a lease go
+    (`ipam.lease` in the diagram); a message would cost an engine step per renewal."""
+    expiries = leases.renew_many([leases.Renewal(lease=lease, subnet=subnets.known(asks[i].cidr))
+                                  for i, lease in held], actor=actor)
+    for (i, lease), expires_at in zip(held, expiries, strict=True):
+        found[i] = view(lease, expires_at=expires_at)
 
 
 def _returning(asks: Sequence[Renew], places: Sequence[int],

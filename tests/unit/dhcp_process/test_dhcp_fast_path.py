@@ -111,6 +111,22 @@ def test_a_renewal_moves_the_expiry_in_the_database_only(dhcp_app, fast, make_cl
     assert "lease.renew" in kinds and "instance.message.lease_renew" not in kinds
 
 
+def test_a_bound_client_starting_over_renews_like_a_renewal(dhcp_app, fast, make_client):
+    """A client that DISCOVERs and REQUESTs again while bound (a reboot, a lost ACK, 1,000
+    perfdhcp clients cycling) gets its lease again: the expiry moves in the one UPDATE of
+    a renewal, and its instance is not told, as for a renewal."""
+    client = make_client(6)
+    ack = dora(fast, client)
+    wait_instance(dhcp_app, client, "waiting")
+    before = lease_of(dhcp_app, client)["expires_at"]
+    again = dora(fast, client)
+    assert again.address == ack.address and again.state == "bound"
+    assert lease_of(dhcp_app, client)["expires_at"] > before
+    assert count(dhcp_app, Lease) == 1 and count(dhcp_app, ProcessInstance) == 1
+    kinds = audit_kinds(dhcp_app)
+    assert "lease.renew" in kinds and "instance.message.lease_renew" not in kinds
+
+
 def test_the_expiry_timer_follows_a_renewal_then_lets_the_lease_go(dhcp_app, make_client):
     """A renewal the instance never heard of: its timer asks the database (ipam.lease),
     follows the new expiry, and expires the lease once no renewal came."""
