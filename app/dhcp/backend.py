@@ -21,11 +21,11 @@ Contract for implementers:
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from app.dhcp.config import SubnetConfig
+from app.pending import Pending
 
 BindingState = Literal["offered", "bound", "released", "expired"]
 
@@ -103,12 +103,12 @@ class LeaseBackend(Protocol):
 class GroupedLeaseBackend(LeaseBackend, Protocol):
     """A backend that answers some calls in groups, without a server thread per call.
 
-    `begin` starts `call` ("offer", "commit" or "renew") and returns a future whose result is what
-    the blocking method would have returned; the server answers the client from the
-    future's callback, which runs on the backend's own thread. `None` means "not taken":
+    `begin` starts `call` ("offer", "commit" or "renew") and returns a `Pending` whose
+    result is what the blocking method would have returned; the server answers the client
+    from its callback, which runs on the backend's own thread. `None` means "not taken":
     the server calls the blocking method on a worker as usual.
     """
 
     def begin(self, call: str, client: Client, address: str | None,
-              now: float) -> Future[Binding | Refusal | None] | None:
+              now: float) -> Pending[Binding | Refusal | None] | None:
         ...

@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
 from app.ipam.offers import OfferBook
+from app.pending import Pending
+from app.services import dhcp, dora
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -41,7 +41,6 @@ class FastLeaseBackend(ProcessLeaseBackend):
     def __init__(self, app: Flask, *, patience: float = DEFAULT_PATIENCE,
                  offer_lifetime: float = 30.0, actor: str = "dhcp",
                  max_group: int = 1024) -> None:
-        from app.services import dora
         from app.services.group import GroupCommit
 
         super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
@@ -68,11 +67,9 @@ class FastLeaseBackend(ProcessLeaseBackend):
         self._binds.close()
 
     def begin(self, call: str, client: Client, address: str | None,
-              now: float) -> Future[Binding | Refusal | None] | None:
+              now: float) -> Pending[Binding | Refusal | None] | None:
         """The server's non-blocking entry (`GroupedLeaseBackend`): DISCOVERs, REQUESTs and
         renewals join the next group, and the answer comes from the group's thread."""
-        from app.services import dhcp, dora
-
         cid = dhcp.client_key(client.client_id)
         ask: Ask
         if call == "offer":
@@ -81,15 +78,15 @@ class FastLeaseBackend(ProcessLeaseBackend):
                                 requested_ip=address, offer_lifetime=self.offer_lifetime)
         elif call in ("commit", "renew") and address is not None:
             if call == "commit" and not client.subnet.in_pool(address):
-                return _done(Refusal(reason="address not in the pool"))
+                return Pending.settled(Refusal(reason="address not in the pool"))
             kind = dora.Request if call == "commit" else dora.Renew
             ask = kind(cidr=client.subnet.cidr, client_id=cid, address=address,
                        hwaddr=_hwaddr(client), hostname=client.hostname)
         else:
             return None
-        answer: Future[Binding | Refusal | None] = Future()
+        answer: Pending[Binding | Refusal | None] = Pending()
 
-        def settle(done: Future[Outcome]) -> None:
+        def settle(done: Pending[Outcome]) -> None:
             try:
                 answer.set_result(self._reply(client, done.result()))
             except Exception as exc:  # the group failed: the client retransmits
@@ -107,13 +104,11 @@ class FastLeaseBackend(ProcessLeaseBackend):
         assert future is not None  # offer, commit and renew are always taken
         try:
             return future.result(timeout=self.patience)
-        except FutureTimeout:
+        except TimeoutError:
             return None  # answered later, or not at all: the client retransmits
 
     def _reply(self, client: Client, outcome: Outcome) -> Binding | Refusal | None:
         """A group's outcome as the server's answer: OFFER/ACK, NAK, or silence."""
-        from app.services import dhcp, dora
-
         if isinstance(outcome, dora.Offered):
             return Binding(address=outcome.address, client_id=client.client_id,
                            lease_time=client.subnet.lease_time, state="offered",
@@ -134,26 +129,16 @@ class FastLeaseBackend(ProcessLeaseBackend):
         return self._call("renew", client, address)
 
     def forget_offer(self, client: Client, now: float) -> None:
-        from app.services import dhcp
-
         self.book.drop(client.subnet.cidr, dhcp.client_key(client.client_id))
         super().forget_offer(client, now)
 
     def decline(self, client: Client, address: str, now: float) -> None:
-        from app.services import dhcp
-
         self.book.drop(client.subnet.cidr, dhcp.client_key(client.client_id))
         super().decline(client, address, now)
 
     def _request(self, client: Client, address: str) -> Binding | Refusal | None:
         """Bind `address` (SELECTING, or a reboot we hold no lease for) in a group."""
         return self._call("commit", client, address)
-
-
-def _done(result: Binding | Refusal | None) -> Future[Binding | Refusal | None]:
-    future: Future[Binding | Refusal | None] = Future()
-    future.set_result(result)
-    return future
 
 
 if TYPE_CHECKING:  # mypy proves the fast backend satisfies the grouped port

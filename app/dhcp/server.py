@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError, DhcpError
 from app.dhcp.handler import Counters, count, is_stale, opens_exchange, prepare, resolve
 from app.dhcp.rfc2131 import Ask, Reply, answer
+from app.pending import Pending
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class DhcpServer:
         self._own_pool = executor is None
         self._clock = clock
         self._slots = threading.BoundedSemaphore(config.max_pending)
-        self._begin: Callable[..., Future[Any] | None] | None = getattr(backend, "begin", None)
+        self._begin: Callable[..., Pending[Any] | None] | None = getattr(backend, "begin", None)
         self._new_slots = threading.BoundedSemaphore(config.new_exchange_budget)
 
     def start(self) -> None:
@@ -217,7 +218,7 @@ class DhcpServer:
             else:
                 self._admit(planned, self._pool)
 
-    def _grouped(self, ask: Ask, begin: Callable[..., Future[Any] | None]) -> bool:
+    def _grouped(self, ask: Ask, begin: Callable[..., Pending[Any] | None]) -> bool:
         """Hand `ask` to a grouping backend (see `GroupedLeaseBackend`), under the same
         admission budgets as a worker; False if the backend does not take this call."""
         if ask.call not in GROUPED_CALLS:
@@ -242,7 +243,7 @@ class DhcpServer:
         future.add_done_callback(lambda done: self._answer_grouped(ask, new, done))
         return True
 
-    def _answer_grouped(self, ask: Ask, new: bool, done: Future[Any]) -> None:
+    def _answer_grouped(self, ask: Ask, new: bool, done: Pending[Any]) -> None:
         """On the backend's thread, once the group committed: the reply, or a counted drop."""
         try:
             try:

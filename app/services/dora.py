@@ -51,7 +51,7 @@ from ..ipam.addresses import IpamError, int_to_ip, parse_address
 from ..ipam.allocator import free_candidates, preferred, random_probes
 from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
-from ..models import HOLDING_SQL, Lease, ProcessDefinition, ProcessInstance, ServiceJob
+from ..models import HOLDING_SQL, Lease, ProcessInstance, ServiceJob
 from . import definitions, ids, instances, leases, plain_sql, subnets
 from .dhcp import HOLDING, PROCESS_KEY, LeaseView, view
 
@@ -108,7 +108,7 @@ Outcome = LeaseView | Offered | Refused | None
 def check_process() -> None:
     """The active `dhcp_lease` process must be able to adopt a binding made here. Its
     snapshot is taken now too, so the first REQUEST does not wait for that engine run."""
-    definition = definitions.active(PROCESS_KEY)
+    definition = definitions.current(PROCESS_KEY)
     if definitions.spec_by_id(definition.id).has_task(ADOPT_TASK):
         _snapshot(definition)
     else:
@@ -313,7 +313,7 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     INSERT and one group of rows. The instances are stored already waiting at "bound"
     (stamped from the engine's snapshot) where the diagram allows, else with a start job
     for a worker."""
-    definition = definitions.active(PROCESS_KEY)
+    definition = definitions.current(PROCESS_KEY)
     snap = _snapshot(definition)
     # Ids from the sequences (PostgreSQL) let each lease row name its instance at once;
     # on SQLite the instances get theirs when inserted, after the leases. Start jobs are
@@ -378,7 +378,7 @@ _FIELDS = ("subnet", "client_id", "hwaddr", "hostname", "requested_ip", "bound_l
            "bound_until", "instance_id")  # the request `_bind` stores, and the instance id
 
 
-def _snapshot(definition: ProcessDefinition) -> runtime.Snapshot | None:
+def _snapshot(definition: definitions.Current) -> runtime.Snapshot | None:
     """The engine's snapshot of a new instance of `definition` that adopted a binding (one
     engine run per definition and process), or None where the diagram does more than wait
     after adopting (a service task, a user task, a relative timer)."""

@@ -24,12 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from flask import Flask
 
+from ..pending import Pending
 from .uow import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class GroupCommit(Generic[T, R]):
         self._name = name
         self._max = max_group
         self._window = window
-        self._queue: queue.SimpleQueue[tuple[T, Future[R]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[T, Pending[R]] | None] = queue.SimpleQueue()
         self._gather_lock = threading.Lock()  # one thread gathers a group at a time
         self._threads = [threading.Thread(target=self._loop, name=f"leaseflow-{name}-{n}",
                                           daemon=True) for n in range(max(1, threads))]
@@ -59,11 +59,11 @@ class GroupCommit(Generic[T, R]):
 
     def submit(self, item: T, timeout: float | None = 60.0) -> R:
         """The item's outcome once its group committed; raises its refusal or the group's
-        failure (`concurrent.futures.TimeoutError` after `timeout`)."""
+        failure (TimeoutError after `timeout`)."""
         return self.submit_nowait(item).result(timeout=timeout)
 
-    def submit_nowait(self, item: T) -> Future[R]:
-        future: Future[R] = Future()
+    def submit_nowait(self, item: T) -> Pending[R]:
+        future: Pending[R] = Pending()
         self._queue.put((item, future))
         return future
 
@@ -73,7 +73,7 @@ class GroupCommit(Generic[T, R]):
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def _gather(self, first: tuple[T, Future[R]]) -> tuple[list[tuple[T, Future[R]]], bool]:
+    def _gather(self, first: tuple[T, Pending[R]]) -> tuple[list[tuple[T, Pending[R]]], bool]:
         group, closing = [first], False
         deadline = time.monotonic() + self._window
         while len(group) < self._max:
@@ -100,7 +100,7 @@ class GroupCommit(Generic[T, R]):
             if closing:
                 return
 
-    def _commit(self, group: list[tuple[T, Future[R]]]) -> None:
+    def _commit(self, group: list[tuple[T, Pending[R]]]) -> None:
         items = [item for item, _ in group]
         try:
             with self._guard, self._app.app_context(), unit_of_work():

@@ -192,7 +192,12 @@ class Accepted:
     lease_id: int | None = None  # set when the lease exists already (DHCP fast path)
 
 
-def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
+# What storing an instance needs of its process version: an ORM row or the fast path's
+# `definitions.Current`.
+Version = ProcessDefinition | definitions.Current
+
+
+def accept_many(definition: Version, entries: Sequence[Accepted], *,
                 ids_taken: tuple[Sequence[int], Sequence[int]] | None = None) -> list[int]:
     """Store one instance of `definition` per entry, with an `engine.start` job each; their
     ids (`ids_taken`: the instances' and jobs' ids, if the caller took them from the
@@ -235,7 +240,7 @@ def accept_many(definition: ProcessDefinition, entries: Sequence[Accepted], *,
     return ids_
 
 
-def _instance_row(definition: ProcessDefinition, entry: Accepted, instance_id: int,
+def _instance_row(definition: Version, entry: Accepted, instance_id: int,
                   now: datetime, *, workflow: str = "", wake_at: datetime | None = None
                   ) -> dict[str, Any]:
     """The row of a new instance: running with no workflow yet (a start job will run it),
@@ -247,18 +252,18 @@ def _instance_row(definition: ProcessDefinition, entry: Accepted, instance_id: i
             "version": 1, "created_at": now, "updated_at": now}
 
 
-def _instance_rows(definition: ProcessDefinition,
+def _instance_rows(definition: Version,
                    entries: Sequence[Accepted]) -> list[ProcessInstance]:
-    rows = [ProcessInstance(definition_id=definition.id, definition=definition,
-                            state="running", request=entry.request, workflow="",
-                            client_id=entry.client_id, subnet_id=entry.subnet_id,
-                            lease_id=entry.lease_id) for entry in entries]
+    rows = [ProcessInstance(definition_id=definition.id, state="running",
+                            request=entry.request, workflow="", client_id=entry.client_id,
+                            subnet_id=entry.subnet_id, lease_id=entry.lease_id)
+            for entry in entries]
     db.session.add_all(rows)
     db.session.flush()  # the ids, for the jobs (or workflows) that reference them
     return rows
 
 
-def _record_start(definition: ProcessDefinition, entry: Accepted, instance_id: int) -> None:
+def _record_start(definition: Version, entry: Accepted, instance_id: int) -> None:
     uow.record(kind="instance.start", subject=f"instance/{instance_id}", actor=entry.actor,
                payload={"process": f"{definition.key}/v{definition.version}",
                         "request": {**entry.request, "instance_id": instance_id}})
@@ -267,7 +272,7 @@ def _record_start(definition: ProcessDefinition, entry: Accepted, instance_id: i
 StartedState = Callable[[int, "Accepted"], tuple[str, "datetime | None"]]
 
 
-def store_started(definition: ProcessDefinition, entries: Sequence[Accepted],
+def store_started(definition: Version, entries: Sequence[Accepted],
                   started: StartedState, *,
                   instance_ids: Sequence[int] | None = None) -> list[int]:
     """Store one instance per entry already waiting where its engine run would have left

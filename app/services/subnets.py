@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +23,7 @@ from ..ipam.allocator import Pool
 from ..leases.states import HOLDING
 from ..models import Lease, Subnet
 from . import uow
+from .fresh import Fresh
 
 _pool_cache: dict[tuple[int, str], Pool] = {}
 
@@ -108,6 +107,7 @@ def update(subnet_id: int, fields: Mapping[str, Any], *, actor: str) -> Subnet:
         setattr(subnet, key, value)
     uow.record(kind="subnet.update", subject=subnet.cidr, actor=actor,
                payload={"before": before, "after": describe(subnet)})
+    _known.forget()
     return subnet
 
 
@@ -120,6 +120,7 @@ def delete(subnet_id: int, *, actor: str) -> None:
     db.session.execute(Lease.__table__.delete().where(Lease.subnet_id == subnet.id))
     db.session.delete(subnet)
     uow.record(kind="subnet.delete", subject=subnet.cidr, actor=actor, payload={})
+    _known.forget()
 
 
 def get(subnet_id: int) -> Subnet:
@@ -158,9 +159,8 @@ def resolve(ref: str | int) -> Subnet:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Known:
-    """A subnet's values as the DHCP fast path uses them, read at most `KNOWN_FRESH`
-    seconds ago: a group of exchanges then costs no subnet lookup. An admin's change
-    reaches the server within that time."""
+    """A subnet's values as the DHCP fast path uses them, read at most a second ago
+    (`fresh.Fresh`): a group of exchanges then costs no subnet lookup."""
 
     id: int
     cidr: str
@@ -168,24 +168,18 @@ class Known:
     pool: Pool
 
 
-KNOWN_FRESH = 1.0  # seconds
-# engine -> cidr -> (read at, values); by engine, as rendering its URL costs more
-_known: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, Known]]] = \
-    weakref.WeakKeyDictionary()
+def _load_known(cidr: str) -> Known:
+    subnet = by_cidr(cidr)
+    return Known(id=subnet.id, cidr=subnet.cidr, lease_time=subnet.lease_time,
+                 pool=pool_of(subnet))
+
+
+_known: Fresh[str, Known] = Fresh(_load_known)
 
 
 def known(cidr: str) -> Known:
     """The subnet of `cidr` (NotFound if none), from this process's copy while it is fresh."""
-    now = time.monotonic()
-    known_here = _known.setdefault(db.engine, {})
-    hit = known_here.get(cidr)
-    if hit is not None and now - hit[0] < KNOWN_FRESH:
-        return hit[1]
-    subnet = by_cidr(cidr)
-    value = Known(id=subnet.id, cidr=subnet.cidr, lease_time=subnet.lease_time,
-                  pool=pool_of(subnet))
-    known_here[cidr] = (now, value)
-    return value
+    return _known.get(cidr)
 
 
 def pool_of(subnet: Subnet) -> Pool:
