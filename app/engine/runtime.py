@@ -343,9 +343,24 @@ def snapshot(spec: ProcessSpec, variable: str, values: Mapping[str, Any],
                     tokens=quoted)
 
 
+_json_string = json.encoder.encode_basestring_ascii  # what json.dumps does for a str
+
+
+def _json(value: Any) -> str:
+    """json.dumps(value), without its per-call set-up for the common plain values."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return _json_string(value)  # type: ignore[no-any-return]
+    if kind is int:
+        return int.__repr__(value)
+    return json.dumps(value)
+
+
 def stamp(snap: Snapshot, values: Mapping[str, Any]) -> str:
     """The snapshot's state with each placeholder replaced by the JSON of its real value."""
-    dumped = {name: json.dumps(values[name]) for name in snap.tokens}
+    dumped = {name: _json(values[name]) for name in snap.tokens}
     parts = [snap.pieces[0]]
     for name, piece in zip(snap.slots, snap.pieces[1:], strict=True):
         parts += (dumped[name], piece)

@@ -21,13 +21,15 @@ class LedgerError(Exception):
     """Base of the ledger's errors (bad input to the pure functions)."""
 
 
+# One encoder for every entry: json.dumps with these options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+
+
 def canonical_json(payload: Mapping[str, Any]) -> str:
     """One text per value: sorted keys, no spaces, UTF-8 kept; NaN and odd types refused."""
     try:
-        return json.dumps(
-            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-            allow_nan=False,
-        )
+        return _CANONICAL.encode(payload)
     except (TypeError, ValueError) as exc:
         raise LedgerError(f"payload is not plain JSON: {exc}") from exc
 

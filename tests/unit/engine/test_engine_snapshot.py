@@ -3,7 +3,10 @@ start would have made (the DHCP fast path stores its followers this way)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from app.engine import runtime
 
@@ -55,3 +58,11 @@ def test_no_snapshot_where_the_first_run_parks_a_service_task():
     lifecycle = spec("lease_lifecycle")
     assert runtime.snapshot(lifecycle, "lease_request",
                             dict.fromkeys(("subnet", "client_id", "instance_id"))) is None
+
+
+@pytest.mark.parametrize("value", [None, "plain", 'quote " back\\ é \n\t', 0, -12, 2**70,
+                                   True, False, 1.5, [1, None], {"a": "b"}])
+def test_a_stamped_value_is_exactly_what_json_dumps_writes(value) -> None:
+    from app.engine.runtime import _json
+
+    assert _json(value) == json.dumps(value)

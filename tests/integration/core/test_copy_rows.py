@@ -1,0 +1,53 @@
+"""`uow.insert_rows` on PostgreSQL writes COPY's text format itself: every kind of value a
+row holds comes back as it went in (escapes, JSON, time zones, NULLs, defaults)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import AuditEntry, Lease, LeaseHistory
+from app.services import subnets, uow
+from lf_support import running_app
+
+pytestmark = pytest.mark.integration
+
+AWKWARD = "tab\there, newline\nthere, back\\slash, CR\r, é, \\N, quote \" and '"
+
+
+def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str) -> None:
+    at = datetime(2026, 11, 29, 4, 52, 12, 123456, tzinfo=timezone.utc)
+    detail = {"text": AWKWARD, "nested": [1, None, True, 2.5, {"é": "\t"}]}
+    with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
+        with uow.unit_of_work():
+            subnet = subnets.create({"cidr": "10.70.0.0/24", "pools": ["10.70.0.10-10.70.0.20"]},
+                                    actor="test")
+            uow.insert_rows(Lease.__table__, [
+                {"id": n, "subnet_id": subnet.id, "address": 0x0A46000A + n, "state": "bound",
+                 "client_id": f"01:{n}", "hostname": AWKWARD if n == 7 else None,
+                 "created_at": at, "updated_at": at, "expires_at": at} for n in (7, 8)])
+            uow.insert_rows(LeaseHistory.__table__, [
+                {"lease_id": 7, "at": at, "event": "commit", "from_state": None,
+                 "to_state": "bound", "actor": AWKWARD, "detail": detail},
+                {"lease_id": 8, "at": at, "event": "renew", "from_state": "bound",
+                 "to_state": "bound", "actor": "dhcp", "detail": {}}])
+            uow.insert_rows(AuditEntry.__table__, [
+                {"seq": 10_001, "at": at, "actor": "a", "kind": "k", "subject": AWKWARD,
+                 "payload": AWKWARD, "prev_hash": "p", "hash": "h"}])
+        rows = db.session.execute(select(LeaseHistory).order_by(LeaseHistory.lease_id)
+                                  ).scalars().all()
+        assert [(r.lease_id, r.event, r.from_state, r.actor, r.detail, r.at) for r in rows] == [
+            (7, "commit", None, AWKWARD, detail, at), (8, "renew", "bound", "dhcp", {}, at)]
+        assert db.session.get(Lease, 7).hostname == AWKWARD
+        entry = db.session.execute(select(AuditEntry).where(AuditEntry.seq == 10_001)
+                                   ).scalar_one()
+        assert (entry.subject, entry.payload, entry.at) == (AWKWARD, AWKWARD, at)
+
+
+def test_binary_values_are_refused_not_mangled() -> None:
+    with pytest.raises(TypeError):
+        uow.copy_field(b"\x00\x01")
