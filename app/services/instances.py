@@ -134,10 +134,10 @@ def lease_request(body: Mapping[str, Any]) -> dict[str, Any]:
         raise Invalid(exc.message, code="unknown_subnet",
                       details=[{"field": "subnet", "message": exc.message}]) from None
     request: dict[str, Any] = {
-               "subnet": subnet.cidr, "client_id": _text(body, "client_id", required=True),
-               "hostname": _text(body, "hostname"), "owner": _text(body, "owner"),
-               "hwaddr": _text(body, "hwaddr", limit=64),
-               "requested_ip": _text(body, "requested_ip", limit=15)}
+        "subnet": subnet.cidr, "client_id": _text(body, "client_id", required=True),
+        "hostname": _text(body, "hostname"), "owner": _text(body, "owner"),
+        "hwaddr": _text(body, "hwaddr", limit=64),
+        "requested_ip": _text(body, "requested_ip", limit=15)}
     if request["requested_ip"]:
         try:
             parse_address(request["requested_ip"], field="requested_ip")

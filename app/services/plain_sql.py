@@ -22,7 +22,12 @@ def driver() -> Any | None:
     if session.get_bind().dialect.name != "postgresql":
         return None
     session.flush()
-    return session.connection().connection.driver_connection
+    return connection()
+
+
+def connection() -> Any:
+    """The transaction's own DBAPI (psycopg) connection, without flushing the session."""
+    return db.session.connection().connection.driver_connection
 
 
 def ints(values: Iterable[int | None]) -> str:

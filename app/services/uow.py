@@ -20,6 +20,7 @@ from psycopg.types.json import Json
 from sqlalchemy import insert
 
 from ..extensions import db
+from . import plain_sql
 
 
 @dataclass
@@ -107,7 +108,7 @@ def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:
                for c in columns]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
-    connection = session.connection().connection.driver_connection
+    connection = plain_sql.connection()
     assert connection is not None  # a live connection of this transaction
     lines = []
     for row in rows:

@@ -3,7 +3,7 @@ row holds comes back as it went in (escapes, JSON, time zones, NULLs, defaults).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ AWKWARD = "tab\there, newline\nthere, back\\slash, CR\r, é, \\N, quote \" and '
 
 
 def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str) -> None:
-    at = datetime(2026, 11, 29, 4, 52, 12, 123456, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 29, 4, 52, 12, 123456, tzinfo=UTC)
     detail = {"text": AWKWARD, "nested": [1, None, True, 2.5, {"é": "\t"}]}
     with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
         with uow.unit_of_work():
