@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -11,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .errors import LeaseflowError
@@ -21,6 +22,13 @@ def _app(start_background: bool = False) -> Any:
     from . import create_app
 
     return create_app(start_background=start_background)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
 
 
 def _print(data: Any) -> None:
@@ -248,20 +256,30 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _start_dhcp(app: Any, interface: str, port: int, *, workers: int | None = None,
-                dora: str | None = None) -> Any:
+                dora: str | None = None, sock: Any = None, shard: Any = None) -> Any:
     """The DHCP server driven by the lease process; config errors are one clear line."""
-    from .dhcp.errors import DhcpError
     from .dhcp.process_backend import start_server
 
+    with _dhcp_errors(interface, port):
+        server = start_server(app, interface=interface, port=port, workers=workers, dora=dora,
+                              sock=sock, shard=shard)
+    if shard is None:
+        print(f"DHCP: listening on {interface}:{port} as {server.config.server_id}",
+              flush=True)
+    return server
+
+
+@contextlib.contextmanager
+def _dhcp_errors(interface: str, port: int) -> Iterator[None]:
+    from .dhcp.errors import DhcpError
+
     try:
-        server = start_server(app, interface=interface, port=port, workers=workers, dora=dora)
+        yield
     except DhcpError as exc:
         raise LeaseflowError(f"DHCP server on {interface}: {exc}") from None
     except OSError as exc:
         raise LeaseflowError(f"DHCP server on {interface}:{port}: "
                              f"{exc.strerror or exc}") from None
-    print(f"DHCP: listening on {interface}:{port} as {server.config.server_id}", flush=True)
-    return server
 
 
 def cmd_dhcp(args: argparse.Namespace) -> int:
@@ -270,15 +288,18 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     from .dhcp.process_backend import stop_server
     from .services import setup
 
-    app = _app(start_background=True)
+    # Several processes: the parent starts no thread, each child its own (see processes).
+    app = _app(start_background=args.processes == 1)
     settings = app.config["LEASEFLOW"]
     with app.app_context():
         upgrade()
         setup.bootstrap()  # loads the dhcp_lease process on first start
     stop = threading.Event()
+    port = args.port if args.port is not None else settings.dhcp_port
+    if args.processes > 1:
+        return _dhcp_processes(app, args, port, stop)
     if settings.embedded_broker:
         _start_ticker(app, stop)  # offer and lease timers (Celery workers tick otherwise)
-    port = args.port if args.port is not None else settings.dhcp_port
     server = _start_dhcp(app, args.interface, port, workers=args.workers, dora=args.dora)
     # What start-up loaded (modules, the process spec, the engine snapshot) lives as long
     # as the server: out of the collector's way, a full collection walks only what the
@@ -294,6 +315,52 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     finally:
         stop_server(server)
     print(json.dumps(server.counters.snapshot(), sort_keys=True), flush=True)
+    return 0
+
+
+def _dhcp_processes(app: Any, args: argparse.Namespace, port: int,
+                    stop: threading.Event) -> int:
+    """`leaseflow dhcp --processes N`: N forked servers on one port (`app.dhcp.processes`),
+    each with its own application; the first also ticks the timers of an embedded broker."""
+    from .dhcp import processes
+    from .dhcp.process_backend import server_config, stop_server
+    from .extensions import db
+
+    settings = app.config["LEASEFLOW"]
+    if str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        raise LeaseflowError("--processes needs a database server that processes share: "
+                             "set LEASEFLOW_DATABASE_URL to PostgreSQL")
+    with _dhcp_errors(args.interface, port):
+        server_id = server_config(app, interface=args.interface).server_id
+    with app.app_context():
+        db.engine.dispose()  # no connection of this process may be used by a child
+    gc.freeze()  # what start-up loaded is shared with the children, copy-on-write
+
+    def serve(sock: Any, shard: Any, ready: Any, done: threading.Event) -> dict[str, int]:
+        child = _app(start_background=True)  # its own connections and job transport
+        if settings.embedded_broker and shard.index == 0:
+            _start_ticker(child, done)
+        server = _start_dhcp(child, args.interface, port, workers=args.workers,
+                             dora=args.dora, sock=sock, shard=shard)
+        gc.freeze()
+        ready()
+        try:
+            while not done.is_set():
+                time.sleep(0.2)
+        finally:
+            stop_server(server)
+        return server.counters.snapshot()
+
+    def on_ready() -> None:
+        print(f"DHCP: listening on {args.interface}:{port} as {server_id} "
+              f"({args.processes} processes)", flush=True)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with _dhcp_errors(args.interface, port):
+        counters = processes.run(args.interface, port, args.processes, serve,
+                                 on_ready=on_ready, stop=stop)
+    print(json.dumps(counters, sort_keys=True), flush=True)
     return 0
 
 
@@ -363,6 +430,9 @@ def parser() -> argparse.ArgumentParser:
     dh.add_argument("--port", type=int, default=None, help="default LEASEFLOW_DHCP_PORT (67)")
     dh.add_argument("--workers", type=int, default=None,
                     help="threads that wait for the lease process (default 16)")
+    dh.add_argument("--processes", type=_positive, default=1,
+                    help="server processes sharing the port, the kernel steering each "
+                         "client to one (default 1; needs PostgreSQL when more)")
     dh.add_argument("--dora", choices=["process", "fast"], default=None,
                     help="how new clients are answered (default LEASEFLOW_DHCP_DORA, "
                          "'process'): each exchange waits for its dhcp_lease instance, or "

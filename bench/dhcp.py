@@ -448,7 +448,7 @@ def _workdir() -> Iterator[Path]:
 
 
 def make_target(name: str, namespace: Namespace, workdir: Path, *, dora: str = "fast",
-                followers: int = 1) -> Target:
+                followers: int = 1, processes: int = 1) -> Target:
     if name == "kea":
         return KeaTarget(namespace, workdir)
     if name == "kea-pg":
@@ -457,16 +457,18 @@ def make_target(name: str, namespace: Namespace, workdir: Path, *, dora: str = "
         return LeaseflowTarget(namespace, workdir)
     if name == "product":
         return ProductTarget(namespace, workdir, subnet=SUBNET, pool=f"{POOL_FIRST}-{POOL_LAST}",
-                             dora=dora, followers=followers)
+                             dora=dora, followers=followers, processes=processes)
     raise ValueError(f"unknown server {name!r}")
 
 
 def run_bench(servers: Sequence[str], plan: Plan, progress: Callable[[str], None], *,
-              dora: str = "fast", followers: int = 1) -> list[ServerResult]:
+              dora: str = "fast", followers: int = 1,
+              processes: int = 1) -> list[ServerResult]:
     results: list[ServerResult] = []
     with _workdir() as workdir, veth_pair(SERVER_ADDRESS, CLIENT_ADDRESS) as (server, client):
         for name in servers:
-            target = make_target(name, server, workdir, dora=dora, followers=followers)
+            target = make_target(name, server, workdir, dora=dora, followers=followers,
+                                 processes=processes)
             progress(f"{target.name}:")
             try:
                 target.start()
@@ -600,6 +602,13 @@ def non_negative(text: str) -> int:
     return value
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leaseflow bench dhcp", description=__doc__.split(
         "\n\n")[0])
@@ -614,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--followers", type=non_negative, default=1,
                         help="`leaseflow worker` processes beside the product server "
                              "(default 1; 0: the start jobs stay in the outbox)")
+    parser.add_argument("--processes", type=positive, default=1,
+                        help="the product server's `leaseflow dhcp --processes` (default 1)")
     parser.add_argument("--seconds", type=float, help="length of each step")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return parser
@@ -632,7 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     try:
         find_perfdhcp()
-        results = run_bench(servers, plan, progress, dora=args.dora, followers=args.followers)
+        results = run_bench(servers, plan, progress, dora=args.dora, followers=args.followers,
+                            processes=args.processes)
     except (PerfdhcpError, NetnsUnavailable, BenchError) as exc:
         print(f"bench dhcp: {exc}", file=sys.stderr)
         return 1

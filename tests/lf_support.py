@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -97,3 +99,36 @@ def bpmn_cases() -> list[tuple[str, bytes, dict[str, object]]]:
         expected = json.loads((case / "expected.json").read_text())
         cases.append((case.name, (case / "process.bpmn").read_bytes(), expected))
     return cases
+
+
+def read_until(proc: subprocess.Popen[bytes], prefix: str, timeout: float) -> str:
+    """The first stdout line starting with `prefix` (bounded: a hung start fails the test)."""
+    import selectors
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stdout.readline().decode()
+            if not line or line.startswith(prefix):
+                return line
+    return ""
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> str:
+    """Stop `proc` with `sig` (killed if it does not end); what it printed meanwhile.
+
+    `leaseflow up` gets SIGINT: it ends its web server on KeyboardInterrupt, while its
+    SIGTERM handler calls shutdown() from the serving thread itself, which never returns
+    (reported to the lead).
+    """
+    proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+    return (out or b"").decode()

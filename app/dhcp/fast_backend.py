@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
+from app.ipam.allocator import Stripe
 from app.ipam.offers import OfferBook
 from app.pending import Pending
 from app.services import dhcp, dora
@@ -40,13 +41,13 @@ log = logging.getLogger(__name__)
 class FastLeaseBackend(ProcessLeaseBackend):
     def __init__(self, app: Flask, *, patience: float = DEFAULT_PATIENCE,
                  offer_lifetime: float = 30.0, actor: str = "dhcp",
-                 max_group: int = 1024) -> None:
+                 max_group: int = 1024, stripe: Stripe | None = None) -> None:
         from app.services.group import GroupCommit
 
         super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
         with app.app_context():
             self._read(dora.check_process)  # fail at start, not on the first REQUEST
-        self.book = OfferBook()
+        self.book = OfferBook(stripe=stripe)  # stripe: one of several processes
         # Offers (reads, and a hold in memory) and bindings (writes) group separately: a
         # DISCOVER never waits behind a group of bindings. On PostgreSQL two groups of
         # bindings commit at once, as one spends about half its time waiting for the

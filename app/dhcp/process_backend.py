@@ -45,6 +45,8 @@ from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusa
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError
 from app.dhcp.server import DhcpServer
+from app.dhcp.steering import Shard
+from app.ipam.allocator import Stripe
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -60,7 +62,7 @@ _STATES: dict[str, BindingState] = {"offered": "offered", "bound": "bound",
 
 
 def _hwaddr(client: Client) -> str | None:
-    return ":".join(f"{b:02x}" for b in client.chaddr) or None
+    return client.chaddr.hex(":") or None
 
 
 class ProcessLeaseBackend:
@@ -351,7 +353,8 @@ FAST_NEW_EXCHANGES = 1024  # DISCOVERs in flight on the fast path (one group's w
 
 def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | None = None,
                  patience: float = DEFAULT_PATIENCE, server_id: str | None = None,
-                 sock: socket.socket | None = None, dora: str | None = None) -> DhcpServer:
+                 sock: socket.socket | None = None, dora: str | None = None,
+                 shard: Shard | None = None) -> DhcpServer:
     """Start a DHCP server on `interface` driven by the lease process; `stop_server` ends it.
 
     `dora` (default `LEASEFLOW_DHCP_DORA`): "process", each new client's exchange waits for
@@ -359,6 +362,8 @@ def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | N
     (`app.dhcp.fast_backend`). Backend calls that wait run on `workers` threads (default
     16); on the fast path DISCOVERs and REQUESTs wait on no thread (they are answered from
     the group's), so up to FAST_NEW_EXCHANGES new exchanges may be in flight at once.
+    `shard`: this server is one of several processes on `sock`'s port
+    (`app.dhcp.processes`); on the fast path it offers from its own stripe of each pool.
     """
     dora = dora or app.config["LEASEFLOW"].dhcp_dora
     if dora not in DORA_PATHS:
@@ -371,13 +376,14 @@ def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | N
     if dora == "fast":
         from app.dhcp.fast_backend import FastLeaseBackend
 
-        backend = FastLeaseBackend(app, patience=patience,
-                                   offer_lifetime=config.offer_lifetime)
+        backend = FastLeaseBackend(
+            app, patience=patience, offer_lifetime=config.offer_lifetime,
+            stripe=Stripe(shard.index, shard.count) if shard is not None else None)
     else:
         backend = ProcessLeaseBackend(app, patience=patience,
                                       offer_lifetime=config.offer_lifetime)
     server = DhcpServer(interface=interface, config=config, backend=backend, port=port,
-                        sock=sock)
+                        sock=sock, shard=shard)
     try:
         server.start()
     except BaseException:

@@ -4,7 +4,9 @@ One UDP socket on 0.0.0.0:PORT bound to one interface (`SO_BINDTODEVICE`: withou
 broadcast reply fails with ENETUNREACH, and we would answer on interfaces we do not serve).
 Relays reach it on the same port (giaddr set) and get replies on port 67. To serve several
 interfaces, run one `DhcpServer` per interface with the same backend and config (the sockets
-share port 67 thanks to `SO_REUSEADDR` and the per-device binding).
+share port 67 thanks to `SO_REUSEADDR` and the per-device binding). To use more than one
+core on one interface, `open_group` opens a socket per process on one port and the kernel
+steers each client to one of them (`app.dhcp.steering`, `app.dhcp.processes`).
 
 Threads: one receive loop decodes and plans every datagram (cheap, pure); backend calls,
 which may block up to the lease process's patience, run on a small `ThreadPoolExecutor`
@@ -63,6 +65,7 @@ from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError, DhcpError
 from app.dhcp.handler import Counters, count, is_stale, opens_exchange, prepare, resolve
 from app.dhcp.rfc2131 import Ask, Reply, answer
+from app.dhcp.steering import Shard, encode_program, program
 from app.pending import Pending
 
 log = logging.getLogger(__name__)
@@ -71,16 +74,22 @@ RECV_SIZE = 4096  # larger than MAX_PACKET_SIZE, so an oversized datagram is see
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _SO_RCVBUFFORCE = 33
+_SO_ATTACH_REUSEPORT_CBPF = 51
 _CMSG_SIZE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 _LIMITED_BROADCAST = b"\xff\xff\xff\xff"
 GROUPED_CALLS = frozenset({"offer", "commit", "renew"})  # a GroupedLeaseBackend may take
 
 
-def open_socket(interface: str, port: int = 67) -> socket.socket:
-    """A UDP socket on 0.0.0.0:port that only sees (and sends on) `interface`."""
+def open_socket(interface: str, port: int = 67, *, reuseport: bool = False) -> socket.socket:
+    """A UDP socket on 0.0.0.0:port that only sees (and sends on) `interface`.
+
+    `reuseport`: one of a group of sockets on that port (`open_group`).
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, interface.encode())
         # The destination address tells RENEWING (unicast) from REBINDING (broadcast).
@@ -97,6 +106,31 @@ def open_socket(interface: str, port: int = 67) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def open_group(interface: str, port: int, count: int) -> list[socket.socket]:
+    """`count` sockets on one port, one per server process, the kernel steering each
+    client to one of them by chaddr (`app.dhcp.steering`): socket i serves `Shard(i, count)`.
+
+    The kernel numbers a group's sockets in the order they were bound, and renumbers it
+    when one closes: the caller keeps every socket open as long as any serves.
+    """
+    import ctypes
+
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(open_socket(interface, port, reuseport=True))
+            port = socks[0].getsockname()[1]  # port 0: the rest join the first's port
+        steering = program(count)
+        code = ctypes.create_string_buffer(encode_program(steering))
+        fprog = struct.pack("HL", len(steering), ctypes.addressof(code))  # struct sock_fprog
+        socks[0].setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def interface_address(interface: str) -> str:
@@ -116,7 +150,9 @@ class DhcpServer:
     """`start()` opens the socket (unless one is given) and runs; `stop()` ends cleanly.
 
     `executor` (tests) replaces the worker pool `start()` would create; `clock` is the
-    monotonic clock that dates queued calls for the staleness check.
+    monotonic clock that dates queued calls for the staleness check. `shard`: this server
+    is one of several processes on the port (`open_group`); it ignores the copies of
+    broadcasts that are another's (`ignored_other_process`).
     """
 
     def __init__(
@@ -129,8 +165,10 @@ class DhcpServer:
         sock: socket.socket | None = None,
         executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shard: Shard | None = None,
     ) -> None:
         self.interface = interface
+        self.shard = shard
         self.config = config
         self.backend = backend
         self.port = port
@@ -184,6 +222,7 @@ class DhcpServer:
         sock = self._sock
         assert sock is not None
         stop = self._stop
+        shard = self.shard
         while not stop.is_set():
             try:
                 data, ancdata, _flags, _peer = sock.recvmsg(RECV_SIZE, _CMSG_SIZE)
@@ -195,6 +234,9 @@ class DhcpServer:
                 continue
             if stop.is_set():
                 return
+            if shard is not None and not shard.owns(data):
+                self.counters.add("ignored_other_process")
+                continue
             try:
                 self._dispatch(data, ancdata)
             except Exception:  # nothing a packet does may end the loop

@@ -4,6 +4,11 @@ The database has the last word (a partial unique index admits one holder per add
 module only proposes candidates in an order that keeps concurrent allocators from all
 fighting for the lowest free address: the client's current or previous address first, then
 the requested one, then random probes, then a random pick from the exact free list.
+
+Several server processes sharing a pool (`leaseflow dhcp --processes N`) each hold their
+offers in memory, unseen by the others: each probes its own `Stripe` of the pool first, so
+two of them rarely offer one address (the database would refuse the second REQUEST, and
+that client would start over).
 """
 
 from __future__ import annotations
@@ -43,6 +48,21 @@ class Pool:
                     yield address
 
 
+@dataclass(frozen=True, slots=True)
+class Stripe:
+    """The addresses `a` with `a % count == index`: one process's share of every pool."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"stripe {self.index} of {self.count}")
+
+    def __contains__(self, address: int) -> bool:
+        return address % self.count == self.index
+
+
 def preferred(pool: Pool, *, current: int | None, previous: int | None,
               requested: int | None) -> list[int]:
     """Addresses the client should get if free, best first (RFC 2131 §4.3.1 order)."""
@@ -53,16 +73,19 @@ def preferred(pool: Pool, *, current: int | None, previous: int | None,
     return out
 
 
-def random_probes(pool: Pool, count: int, rng: random.Random) -> list[int]:
-    """Up to `count` distinct random pool addresses (the cheap first try under contention)."""
+def random_probes(pool: Pool, count: int, rng: random.Random,
+                  stripe: Stripe | None = None) -> list[int]:
+    """Up to `count` distinct random pool addresses (the cheap first try under contention),
+    all in `stripe` if one is given."""
     total = sum(r.size for r in pool.ranges)
     if total == 0:
         return []
     picks: list[int] = []
     seen: set[int] = set()
-    for _ in range(count * 2):
+    for _ in range(count * 2 * (stripe.count if stripe is not None else 1)):
         address = pool.nth(rng.randrange(total))
-        if address in pool.excluded or address in seen:
+        if address in pool.excluded or address in seen \
+                or (stripe is not None and address not in stripe):
             continue
         seen.add(address)
         picks.append(address)
@@ -72,9 +95,13 @@ def random_probes(pool: Pool, count: int, rng: random.Random) -> list[int]:
 
 
 def free_candidates(pool: Pool, taken: Collection[int], count: int,
-                    rng: random.Random) -> list[int]:
-    """Random addresses from the exact free list; empty means the pool is exhausted."""
+                    rng: random.Random, stripe: Stripe | None = None) -> list[int]:
+    """Random addresses from the exact free list, those of `stripe` while it has any;
+    empty means the pool is exhausted."""
     free: Sequence[int] = [a for a in pool.addresses() if a not in taken]
+    if stripe is not None:
+        own = [a for a in free if a in stripe]
+        free = own or free
     if len(free) <= count:
         shuffled = list(free)
         rng.shuffle(shuffled)

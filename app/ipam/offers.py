@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from .allocator import Stripe
+
 
 @dataclass(frozen=True, slots=True)
 class Held:
@@ -25,7 +27,11 @@ class Held:
 
 
 class OfferBook:
-    def __init__(self, *, purge_every: float = 5.0) -> None:
+    """`stripe`: the share of each pool this server offers from first, when it is one of
+    several processes sharing the pools (`app.ipam.allocator.Stripe`)."""
+
+    def __init__(self, *, purge_every: float = 5.0, stripe: Stripe | None = None) -> None:
+        self.stripe = stripe
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str], Held] = {}  # (subnet, client) -> its offer
         self._addresses: dict[tuple[str, int], str] = {}  # (subnet, address) -> client

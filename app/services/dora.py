@@ -199,7 +199,8 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
             requested = None
         queues[place] = preferred(pool, current=None,
                                   previous=rows[0].address if rows else None,
-                                  requested=requested) + random_probes(pool, PROBES, _rng)
+                                  requested=requested) \
+            + random_probes(pool, PROBES, _rng, book.stripe)
     if holding:
         held = _holding([(ask_at[p].cidr, ask_at[p].client_id) for p in holding])
         for place in holding:
@@ -229,7 +230,7 @@ def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: subnets.Know
             return address
     # Probes spent (a nearly full pool): the exact free list, read once for this ask.
     busy = leases.held_addresses(subnet.id) | taken | book.addresses(ask.cidr, now)
-    for address in free_candidates(subnet.pool, busy, PROBES, _rng):
+    for address in free_candidates(subnet.pool, busy, PROBES, _rng, book.stripe):
         if book.claim(ask.cidr, ask.client_id, address, until, now):
             return address
     return None

@@ -91,8 +91,9 @@ class ProductFigures:
 # --- pure parts -----------------------------------------------------------------------------
 
 
-def product_name(dora: str) -> str:
-    return f"{PRODUCT_PREFIX} ({dora} DORA, PostgreSQL)"
+def product_name(dora: str, processes: int = 1) -> str:
+    more = f", {processes} processes" if processes > 1 else ""
+    return f"{PRODUCT_PREFIX} ({dora} DORA, PostgreSQL{more})"
 
 
 def base_database_url(environ: Mapping[str, str] | None = None) -> str:
@@ -140,9 +141,10 @@ def dora_argv(dora: str) -> list[str]:
     return [] if dora == "process" else ["--dora", dora]
 
 
-def server_argv(interface: str, dora: str) -> list[str]:
+def server_argv(interface: str, dora: str, processes: int = 1) -> list[str]:
+    more = ["--processes", str(processes)] if processes > 1 else []
     return [sys.executable, "-m", "app.cli", "dhcp", "--interface", interface,
-            *dora_argv(dora)]
+            *dora_argv(dora), *more]
 
 
 def follower_argv(name: str) -> list[str]:
@@ -332,10 +334,11 @@ class ProductTarget:
     """
 
     def __init__(self, namespace: Namespace, workdir: Path, *, subnet: str, pool: str,
-                 dora: str = "fast", followers: int = 1,
+                 dora: str = "fast", followers: int = 1, processes: int = 1,
                  drain_timeout: float = DRAIN_TIMEOUT, base_url: str | None = None) -> None:
         dora_argv(dora)  # refuse an unknown mode before anything starts
-        self.name = product_name(dora)
+        self.name = product_name(dora, processes)
+        self.processes = processes
         self.namespace = namespace
         self.workdir = workdir / "product"
         self.subnet, self.pool = subnet, pool
@@ -428,7 +431,8 @@ class ProductTarget:
     def _spawn_server(self, env: dict[str, str]) -> None:
         with open(self.workdir / "server.out", "wb") as out, \
                 open(self.workdir / "server.err", "wb") as err:  # fresh per start
-            self.server = self.namespace.popen(server_argv(self.namespace.interface, self.dora),
+            self.server = self.namespace.popen(server_argv(self.namespace.interface, self.dora,
+                                                           self.processes),
                                                cwd=REPO, env=env, stdout=out, stderr=err)
 
     def _wait_listening(self, timeout: float = READY_TIMEOUT) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lf_support import read_until, stop
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 
@@ -102,37 +104,3 @@ def test_leaseflow_up_with_a_dhcp_interface_serves_clients_and_counts_them(
     finally:
         stop(up)
         log.close()
-
-
-def read_until(proc: subprocess.Popen[bytes], prefix: str, timeout: float) -> str:
-    """The first stdout line starting with `prefix` (bounded: a hung start fails the test)."""
-    import selectors
-    import time
-
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = proc.stdout.readline().decode()
-            if not line or line.startswith(prefix):
-                return line
-    return ""
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> str:
-    """Stop `proc` with `sig` (killed if it does not end); what it printed meanwhile.
-
-    `leaseflow up` gets SIGINT: it ends its web server on KeyboardInterrupt, while its
-    SIGTERM handler calls shutdown() from the serving thread itself, which never returns
-    (reported to the lead).
-    """
-    proc.send_signal(sig)
-    try:
-        out, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
-    return (out or b"").decode()

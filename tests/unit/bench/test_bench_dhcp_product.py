@@ -160,6 +160,12 @@ def test_process_mode_passes_no_flag_so_a_server_without_the_option_runs() -> No
     assert argv[1:] == ["-m", "app.cli", "dhcp", "--interface", "lfs1", "--dora", "fast"]
 
 
+def test_several_server_processes_are_asked_for_and_named() -> None:
+    assert server_argv("lfs1", "fast", 2)[-2:] == ["--processes", "2"]
+    assert "--processes" not in server_argv("lfs1", "fast", 1)
+    assert product_name("fast", 2) == "Leaseflow product (fast DORA, PostgreSQL, 2 processes)"
+
+
 def test_an_unknown_mode_is_refused_before_anything_starts(tmp_path: Path) -> None:
     namespace = Namespace(name="lfs-x", interface="lfsx", address="10.77.0.1/16")
     with pytest.raises(ValueError):

@@ -15,7 +15,7 @@ from app.ipam.addresses import (
     parse_network,
     parse_pool,
 )
-from app.ipam.allocator import Pool, free_candidates, preferred, random_probes
+from app.ipam.allocator import Pool, Stripe, free_candidates, preferred, random_probes
 
 NET = ipaddress.IPv4Network("10.0.0.0/24")
 
@@ -77,3 +77,29 @@ def test_free_candidates_exact_and_exhausted() -> None:
     assert free_candidates(p, all_but_one, 4, random.Random(0)) == [ip_to_int("10.0.0.13")]
     assert free_candidates(p, set(p.addresses()), 4, random.Random(0)) == []
     assert p.size == 9
+
+
+def test_probes_of_a_stripe_stay_in_it() -> None:
+    p = Pool(ranges=(parse_pool("10.0.0.1-10.0.0.254", NET),))
+    rng = random.Random(2)
+    for index in range(3):
+        stripe = Stripe(index, 3)
+        probes = random_probes(p, 8, rng, stripe)
+        assert len(probes) == len(set(probes)) == 8
+        assert all(a in p and a % 3 == index for a in probes)
+
+
+def test_free_candidates_take_the_stripe_first_then_any_free_address() -> None:
+    p = pool()  # .10-.19
+    odd = Stripe(1, 2)
+    assert all(a % 2 == 1 for a in free_candidates(p, set(), 8, random.Random(0), odd))
+    all_odd = {a for a in p.addresses() if a % 2 == 1}
+    # The stripe spent: the other process's share rather than no lease at all.
+    rest = free_candidates(p, all_odd, 8, random.Random(0), odd)
+    assert sorted(rest) == sorted(set(p.addresses()) - all_odd)
+
+
+@pytest.mark.parametrize(("index", "count"), [(0, 0), (2, 2), (-1, 3)])
+def test_a_stripe_outside_its_count_is_refused(index: int, count: int) -> None:
+    with pytest.raises(ValueError):
+        Stripe(index, count)
