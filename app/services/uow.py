@@ -123,7 +123,12 @@ def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:
         copy.write("\n".join(lines))
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+def _escaped(text: str) -> str:
+    """`text` with COPY's four special characters escaped. Chained replace(), each a C scan
+    that returns `text` itself when there is nothing to replace: str.translate with this
+    table runs character by character, ~700 us for a 7 kB instance document."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n") \
+        .replace("\r", "\\r")
 
 
 def copy_field(value: Any) -> str:
@@ -133,7 +138,7 @@ def copy_field(value: Any) -> str:
         return "\\N"
     kind = type(value)
     if kind is str:
-        return value.translate(_COPY_ESCAPES)  # type: ignore[no-any-return]
+        return _escaped(value)
     if kind is int:
         return int.__repr__(value)
     if kind is bool:
@@ -142,12 +147,12 @@ def copy_field(value: Any) -> str:
         return value.isoformat()  # type: ignore[no-any-return]
     if kind is Json:  # a JSON column's value, as SQLAlchemy's bind processing leaves it
         text = (value.dumps or json.dumps)(value.obj)
-        return text.translate(_COPY_ESCAPES)  # type: ignore[no-any-return]
+        return _escaped(text)
     if isinstance(value, bytes | bytearray | memoryview):
         raise TypeError("COPY of binary values is not supported here")
     if isinstance(value, str):  # a str subclass (an enum's value): its text, not its name
-        return str.__str__(value).translate(_COPY_ESCAPES)
-    return str(value).translate(_COPY_ESCAPES)  # dates, decimals, floats, UUIDs
+        return _escaped(str.__str__(value))
+    return _escaped(str(value))  # dates, decimals, floats, UUIDs
 
 
 def _default(column: Any) -> Any:
