@@ -68,7 +68,7 @@ class InstanceView:
 def client_key(identity: bytes) -> str:
     """The stored client id of a DHCP client: its identity (option 61 or htype+chaddr) as
     'aa:bb:..' (Kea's spelling too); an oversized one is stored as its digest."""
-    text = ":".join(f"{b:02x}" for b in identity)
+    text = identity.hex(":")
     if len(text) > MAX_ID:
         return "sha256:" + hashlib.sha256(identity).hexdigest()
     return text
