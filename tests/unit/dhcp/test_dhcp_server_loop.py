@@ -11,6 +11,7 @@ import pytest
 from app.dhcp import options as opt
 from app.dhcp.codec import encode
 from app.dhcp.config import ServerConfig, SubnetConfig
+from app.dhcp.handler import Counters
 from app.dhcp.memory import MemoryLeaseBackend
 from app.dhcp.server import DhcpServer, open_socket
 
@@ -102,3 +103,25 @@ def wait_until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.01)  # polling a worker thread, bounded
+
+
+def test_counts_from_many_threads_add_up_while_being_read() -> None:
+    counters = Counters()
+    start = threading.Barrier(5)
+
+    def count(kind: str) -> None:
+        start.wait()
+        for _ in range(20_000):
+            counters.add("received", kind)
+
+    threads = [threading.Thread(target=count, args=(f"requests_{n % 2}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    seen = [counters.snapshot() for _ in range(100)]  # while the threads count
+    for thread in threads:
+        thread.join()
+    assert all(s.get("received", 0) >= s.get("requests_0", 0) for s in seen)
+    assert counters.snapshot() == {"received": 80_000, "requests_0": 40_000,
+                                   "requests_1": 40_000}
+    assert counters["received"] == 80_000 and counters["dropped_malformed"] == 0
