@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -74,10 +75,8 @@ def run(interface: str, port: int, count: int, serve: Serve, *,
     try:
         for index in range(count):
             children.append(_fork(index, socks, serve))
-        for index, child in enumerate(children):
-            if child.pipe.readline().strip() != "ready":
-                raise ProcessFailed(f"DHCP process {index} exited before it was ready "
-                                    f"(code {child.wait(5)})")
+        if not _await_ready(children, stop):
+            return {}  # stopped while starting: nothing served, nothing to count
         on_ready()
         while not stop.is_set():
             for index, child in enumerate(children):
@@ -98,6 +97,23 @@ def run(interface: str, port: int, count: int, serve: Serve, *,
             child.pipe.close()
         for sock in socks:
             sock.close()
+
+
+def _await_ready(children: list[_Child], stop: threading.Event) -> bool:
+    """True once every child said it is ready; False if `stop` came first."""
+    waiting = dict(enumerate(children))
+    while waiting:
+        if stop.is_set():
+            return False
+        readable, _, _ = select.select([c.pipe for c in waiting.values()], [], [], POLL)
+        for index, child in list(waiting.items()):
+            if child.pipe not in readable:
+                continue
+            if child.pipe.readline().strip() != "ready":
+                raise ProcessFailed(f"DHCP process {index} exited before it was ready "
+                                    f"(code {child.wait(5)})")
+            del waiting[index]
+    return True
 
 
 def _collect(children: list[_Child]) -> dict[str, int]:

@@ -95,3 +95,19 @@ def test_the_group_refuses_to_fork_beside_a_running_thread() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == \
         "refused: the server's processes must be forked before any thread starts"
+
+
+def test_a_stop_while_a_child_is_still_starting_ends_the_group() -> None:
+    done = run("""
+        def serve(sock, shard, ready, done):
+            if shard.index == 0:
+                ready()
+            while not done.is_set():  # the other never gets ready
+                time.sleep(0.01)
+            return {}
+        signal.signal(signal.SIGALRM, lambda *_: stop.set())
+        signal.alarm(1)
+        print(processes.run("lo", 0, 2, serve, on_ready=lambda: print("ready"), stop=stop))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{}"
