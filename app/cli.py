@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import LeaseflowError
@@ -285,7 +285,6 @@ def _dhcp_errors(interface: str, port: int) -> Iterator[None]:
 def cmd_dhcp(args: argparse.Namespace) -> int:
     from flask_migrate import upgrade
 
-    from .dhcp.process_backend import stop_server
     from .services import setup
 
     # Several processes: the parent starts no thread, each child its own (see processes).
@@ -298,15 +297,32 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.dhcp_port
     if args.processes > 1:
         return _dhcp_processes(app, args, port, stop)
-    if settings.embedded_broker:
+    counters = _serve_dhcp(app, args, port, stop, ready=lambda: _stop_on_signals(stop))
+    print(json.dumps(counters, sort_keys=True), flush=True)
+    return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def _serve_dhcp(app: Any, args: argparse.Namespace, port: int, stop: threading.Event, *,
+                ready: Callable[[], None], sock: Any = None, shard: Any = None
+                ) -> dict[str, int]:
+    """One DHCP server until `stop` is set (after `ready()` once it listens); its
+    counters. An embedded broker's timers tick here, in the first process of a group."""
+    from .dhcp.process_backend import stop_server
+
+    if app.config["LEASEFLOW"].embedded_broker and (shard is None or shard.index == 0):
         _start_ticker(app, stop)  # offer and lease timers (Celery workers tick otherwise)
-    server = _start_dhcp(app, args.interface, port, workers=args.workers, dora=args.dora)
+    server = _start_dhcp(app, args.interface, port, workers=args.workers, dora=args.dora,
+                         sock=sock, shard=shard)
     # What start-up loaded (modules, the process spec, the engine snapshot) lives as long
     # as the server: out of the collector's way, a full collection walks only what the
     # exchanges allocate.
     gc.freeze()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    ready()
     try:
         # Sleep, not stop.wait(): a handler calling set() while this thread is inside the
         # Event's own lock would deadlock; a sleeping thread holds no lock.
@@ -314,19 +330,17 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
             time.sleep(0.2)
     finally:
         stop_server(server)
-    print(json.dumps(server.counters.snapshot(), sort_keys=True), flush=True)
-    return 0
+    return server.counters.snapshot()
 
 
 def _dhcp_processes(app: Any, args: argparse.Namespace, port: int,
                     stop: threading.Event) -> int:
     """`leaseflow dhcp --processes N`: N forked servers on one port (`app.dhcp.processes`),
-    each with its own application; the first also ticks the timers of an embedded broker."""
+    each with its own application (`_serve_dhcp` in each child)."""
     from .dhcp import processes
-    from .dhcp.process_backend import server_config, stop_server
+    from .dhcp.process_backend import server_config
     from .extensions import db
 
-    settings = app.config["LEASEFLOW"]
     if str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
         raise LeaseflowError("--processes needs a database server that processes share: "
                              "set LEASEFLOW_DATABASE_URL to PostgreSQL")
@@ -336,27 +350,16 @@ def _dhcp_processes(app: Any, args: argparse.Namespace, port: int,
         db.engine.dispose()  # no connection of this process may be used by a child
     gc.freeze()  # what start-up loaded is shared with the children, copy-on-write
 
-    def serve(sock: Any, shard: Any, ready: Any, done: threading.Event) -> dict[str, int]:
+    def serve(sock: Any, shard: Any, ready: Callable[[], None],
+              done: threading.Event) -> dict[str, int]:
         child = _app(start_background=True)  # its own connections and job transport
-        if settings.embedded_broker and shard.index == 0:
-            _start_ticker(child, done)
-        server = _start_dhcp(child, args.interface, port, workers=args.workers,
-                             dora=args.dora, sock=sock, shard=shard)
-        gc.freeze()
-        ready()
-        try:
-            while not done.is_set():
-                time.sleep(0.2)
-        finally:
-            stop_server(server)
-        return server.counters.snapshot()
+        return _serve_dhcp(child, args, port, done, ready=ready, sock=sock, shard=shard)
 
     def on_ready() -> None:
         print(f"DHCP: listening on {args.interface}:{port} as {server_id} "
               f"({args.processes} processes)", flush=True)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    _stop_on_signals(stop)
     with _dhcp_errors(args.interface, port):
         counters = processes.run(args.interface, port, args.processes, serve,
                                  on_ready=on_ready, stop=stop)

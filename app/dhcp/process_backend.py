@@ -46,7 +46,6 @@ from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError
 from app.dhcp.server import DhcpServer
 from app.dhcp.steering import Shard
-from app.ipam.allocator import Stripe
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -378,7 +377,7 @@ def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | N
 
         backend = FastLeaseBackend(
             app, patience=patience, offer_lifetime=config.offer_lifetime,
-            stripe=Stripe(shard.index, shard.count) if shard is not None else None)
+            stripe=shard)
     else:
         backend = ProcessLeaseBackend(app, patience=patience,
                                       offer_lifetime=config.offer_lifetime)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import select
 import signal
@@ -33,8 +32,6 @@ from typing import IO
 from app.dhcp.errors import DhcpError
 from app.dhcp.server import open_group
 from app.dhcp.steering import Shard
-
-log = logging.getLogger(__name__)
 
 # serve(sock, shard, ready, stop) runs in a child until `stop` is set; returns its counters.
 Serve = Callable[[socket.socket, Shard, Callable[[], None], threading.Event], dict[str, int]]
@@ -85,14 +82,10 @@ def run(interface: str, port: int, count: int, serve: Serve, *,
             time.sleep(POLL)  # sleep, not stop.wait(): see cli.cmd_dhcp
         return _collect(children)
     finally:
-        for child in children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
+        _signal([child for child in children if child.poll() is None], signal.SIGTERM)
         for child in children:
             if child.wait(10) is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGKILL)
+                _signal([child], signal.SIGKILL)
                 child.wait(5)
             child.pipe.close()
         for sock in socks:
@@ -116,10 +109,14 @@ def _await_ready(children: list[_Child], stop: threading.Event) -> bool:
     return True
 
 
-def _collect(children: list[_Child]) -> dict[str, int]:
+def _signal(children: list[_Child], sig: int) -> None:
     for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            os.kill(child.pid, sig)
+
+
+def _collect(children: list[_Child]) -> dict[str, int]:
+    _signal(children, signal.SIGTERM)
     total: Counter[str] = Counter()
     for index, child in enumerate(children):
         line = child.pipe.readline()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from app.ipam.allocator import Stripe
+
 CHADDR_WORD = 30  # BOOTP offset of chaddr (28) + 2: the bytes of a MAC that vary most
 _WORD_END = CHADDR_WORD + 4
 # Classic BPF opcodes (linux/filter.h)
@@ -25,15 +27,9 @@ _RET_A = 0x16  # BPF_RET | BPF_A
 
 
 @dataclass(frozen=True, slots=True)
-class Shard:
-    """This process is `index` of `count` on its port."""
-
-    index: int
-    count: int
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"shard {self.index} of {self.count}")
+class Shard(Stripe):
+    """This process is `index` of `count` on its port; on the fast path it offers from the
+    same stripe of every pool first."""
 
     def owns(self, datagram: bytes) -> bool:
         return owner(datagram, self.count) == self.index
