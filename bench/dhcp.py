@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import math
 import os
@@ -78,11 +79,13 @@ from bench.peers.perfdhcp import (
 )
 
 MAX_DROP_RATIO = 0.001
-SERVER_ADDRESS = "10.77.0.1/16"
-CLIENT_ADDRESS = "10.77.0.2/16"  # perfdhcp's giaddr: the subnet must contain it
-SUBNET = "10.77.0.0/16"
-POOL_FIRST, POOL_LAST = "10.77.1.0", "10.77.255.254"
-POOL_SIZE = 65_279
+# A /12 of ~1 M addresses: every new-lease step needs rate × seconds × 1.2 of them, and a
+# /16 capped the search at ~10,900/s with 5 s steps (Kea memfile reached that cap here).
+SERVER_ADDRESS = "10.64.0.1/12"
+CLIENT_ADDRESS = "10.64.0.2/12"  # perfdhcp's giaddr: the subnet must contain it
+SUBNET = "10.64.0.0/12"
+POOL_FIRST, POOL_LAST = "10.64.1.0", "10.79.255.254"
+POOL_SIZE = int(ipaddress.IPv4Address(POOL_LAST)) - int(ipaddress.IPv4Address(POOL_FIRST)) + 1
 RENEW_CLIENTS = 1_000
 DELAY_RUN_FACTORS = (1.0, 0.8, 0.5)
 MIN_RATE = 100
@@ -285,6 +288,10 @@ class ServerResult:
     renew_p99_ms: float | None = None
     renew_delays_rate: int | None = None
     renew_delays_drop_ratio: float | None = None
+    # True where no faster step failed: the search stopped at its ceiling (the plan's
+    # max_rate, the pool) or its deadline, so the figure is what the server did at least.
+    new_lower_bound: bool = False
+    renew_lower_bound: bool = False
     steps: int = 0
     error: str | None = None
     figures: ProductFigures | None = None  # the product's, of the step new_leases_per_s is from
@@ -339,6 +346,12 @@ def search_highest_rate(
     return best
 
 
+def lower_bound(best: Step, tried: Sequence[Step]) -> bool:
+    """No step faster than `best` failed: `best` is a floor of the server's rate, not its
+    limit."""
+    return not any(step.rate > best.rate and not step.passed for step in tried)
+
+
 def delay_run(
     measure: Callable[[int, bool], tuple[Step, PerfdhcpRun]], rate: int,
     min_rate: int = MIN_RATE,
@@ -363,6 +376,8 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
     server_ip = SERVER_ADDRESS.split("/")[0]
     steps = 0
     last_new: Step | None = None  # whose figures to show when no step passes
+    tried_new: list[Step] = []  # the search's steps (not the delay runs)
+    tried_renew: list[Step] = []
 
     def settle() -> ProductFigures | None:
         figures = target.settle()
@@ -384,6 +399,7 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
                     figures=settle())
         if not timestamps:
             last_new = step
+            tried_new.append(step)
         return step, run
 
     def renewals(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
@@ -397,6 +413,8 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
                  f"drops {step.drop_ratio:.3%}")
         settle()
+        if not timestamps:
+            tried_renew.append(step)
         return step, run
 
     # The new-lease figure is capped by the pool: every step needs rate × seconds addresses.
@@ -416,6 +434,7 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         result |= {
             "delays_rate": delay_step.rate, "delays_drop_ratio": delay_step.drop_ratio,
             "new_leases_per_s": step.completed, "new_offered_rate": step.rate,
+            "new_lower_bound": lower_bound(step, tried_new),
             "new_drop_ratio": step.drop_ratio,
             "discover_offer_p50_ms": dora.percentile(50),
             "discover_offer_p99_ms": dora.percentile(99),
@@ -431,6 +450,7 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
             renew_step, renew_run = delay_run(renewals, best_renew[0].rate, plan.min_rate)
             renew = renew_run.stats(RENEW_ACK)
             result |= {"renewals_per_s": best_renew[0].completed,
+                       "renew_lower_bound": lower_bound(best_renew[0], tried_renew),
                        "renew_delays_rate": renew_step.rate,
                        "renew_delays_drop_ratio": renew_step.drop_ratio,
                        "renew_p50_ms": renew.percentile(50),
@@ -488,8 +508,10 @@ def _ms(p50: float | None, p99: float | None) -> str:
     return f"{p50:.2f} / {p99:.2f}"
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+def _rate(value: float | None, floor: bool = False) -> str:
+    """A rate for the table; `floor`: no faster step failed, so the server did at least
+    this much (≥)."""
+    return "-" if value is None else f"{'≥ ' if floor else ''}{value:,.0f}"
 
 
 def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
@@ -502,11 +524,11 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
             rows.append((r.server, "error", "", "", "", "", ""))
             continue
         rows.append((
-            r.server, _rate(r.new_leases_per_s),
+            r.server, _rate(r.new_leases_per_s, r.new_lower_bound),
             "-" if r.new_drop_ratio is None else f"{r.new_drop_ratio:.3%}",
             _ms(r.discover_offer_p50_ms, r.discover_offer_p99_ms),
             _ms(r.request_ack_p50_ms, r.request_ack_p99_ms),
-            _rate(r.renewals_per_s), _ms(r.renew_p50_ms, r.renew_p99_ms),
+            _rate(r.renewals_per_s, r.renew_lower_bound), _ms(r.renew_p50_ms, r.renew_p99_ms),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"DHCP benchmark: perfdhcp in a client namespace, {cores} cores "
@@ -545,7 +567,9 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
         "  fresh lease store and rate × seconds distinct clients per step;",
         "delays: perfdhcp -x t timestamps of a passing run at (or just below) that rate;",
         "renewals/s: renew ACKs / seconds beside an equal DORA rate for 1,000 clients "
-        "(perfdhcp -r N -f N).",
+        "(perfdhcp -r N -f N);",
+        "≥: no faster step failed (the search reached its ceiling of "
+        f"{plan.max_rate:,}/s or its time budget).",
     ]
     if any(r.figures is not None for r in results):
         lines += [
@@ -563,9 +587,18 @@ def ratio_line(label: str, ours: ServerResult, kea: ServerResult,
     if not (kea.new_leases_per_s and ours.new_leases_per_s):
         return []
     ratio = ours.new_leases_per_s / kea.new_leases_per_s
+    new = _bounded(ours.new_lower_bound, kea.new_lower_bound)
     renew = ("" if not (kea.renewals_per_s and ours.renewals_per_s) else
-             f", renewals {ours.renewals_per_s / kea.renewals_per_s:.2f} × {kea_label}")
-    return [f"{label} / {kea_label}: new leases {ratio:.2f} ×{renew}"]
+             f", renewals {_bounded(ours.renew_lower_bound, kea.renew_lower_bound)}"
+             f"{ours.renewals_per_s / kea.renewals_per_s:.2f} × {kea_label}")
+    return [f"{label} / {kea_label}: new leases {new}{ratio:.2f} ×{renew}"]
+
+
+def _bounded(ours_floor: bool, peer_floor: bool) -> str:
+    """How a ratio of two rates is bounded when either is a floor (≥) of its server's."""
+    if ours_floor and peer_floor:
+        return "~"  # both could be higher: no bound either way
+    return "≥ " if ours_floor else "≤ " if peer_floor else ""
 
 
 def product_line(result: ServerResult) -> str:

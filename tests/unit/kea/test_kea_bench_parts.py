@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench.dhcp import FULL, QUICK, Plan, ServerResult, Step, render, search_highest_rate
+from bench.dhcp import (
+    FULL,
+    QUICK,
+    Plan,
+    ServerResult,
+    Step,
+    lower_bound,
+    render,
+    search_highest_rate,
+)
 from bench.peers.perfdhcp import (
     DISCOVER_OFFER,
     RENEW_ACK,
@@ -209,3 +218,24 @@ def test_no_step_starts_after_the_deadline() -> None:
     measure, calls = fake_server(capacity=5000)
     assert search_highest_rate(measure, FULL, 1000, deadline=0.0) is None
     assert calls == []
+
+
+def test_a_figure_no_faster_step_failed_is_a_floor() -> None:
+    passed = Step(rate=10_000, completed=10_000.0, drop_ratio=0.0)
+    slower_failure = Step(rate=8_000, completed=7_000.0, drop_ratio=0.2)  # noise below
+    faster_failure = Step(rate=16_000, completed=12_000.0, drop_ratio=0.2)
+    assert lower_bound(passed, [slower_failure, passed])
+    assert not lower_bound(passed, [passed, faster_failure])
+
+
+def test_the_table_marks_floors_and_bounds_the_ratio() -> None:
+    text = render([
+        ServerResult(server="Kea 2.2 (memfile, 1 thread)", new_leases_per_s=10_000.0,
+                     new_drop_ratio=0.0, renewals_per_s=6000.0, new_lower_bound=True),
+        ServerResult(server="Leaseflow (in-memory backend)", new_leases_per_s=5000.0,
+                     new_drop_ratio=0.0, renewals_per_s=6000.0, renew_lower_bound=True),
+    ], FULL, 12.0)
+    assert "≥ 10,000" in text and "≥ 6,000" in text
+    # Kea could do more: ours / Kea is at most 0.50; ours could renew more: at least 1.00.
+    assert "new leases ≤ 0.50 ×" in text and "renewals ≥ 1.00 × Kea" in text
+    assert f"ceiling of {FULL.max_rate:,}/s" in text
