@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bench.peers.cpu import CpuUse, Meter
 from bench.peers.kea import KeaPeer, KeaPeerError, KeaPostgres
 from bench.peers.leaseflow_dhcp import (
     DORA_MODES,
@@ -135,6 +136,10 @@ class Target(Protocol):
     """A DHCP server under test, inside the server namespace."""
 
     name: str
+    uses_postgres: bool  # keeps its leases in PostgreSQL: its CPU per lease counts the cluster's
+
+    def server_pids(self) -> list[int]:
+        """The running processes of the server (their descendants count too)."""
 
     def start(self) -> None: ...
 
@@ -152,6 +157,7 @@ class KeaTarget:
 
     name = "Kea 2.2 (memfile, 1 thread)"
     directory = "kea"
+    uses_postgres = False
 
     def __init__(self, namespace: Namespace, workdir: Path) -> None:
         self.namespace = namespace
@@ -173,6 +179,10 @@ class KeaTarget:
         assert self.peer is not None
         self.peer.restart_dhcp4(fresh=True)
 
+    def server_pids(self) -> list[int]:
+        pid = self.peer.dhcp4_pid if self.peer is not None else None
+        return [pid] if pid is not None else []
+
     def settle(self) -> None:
         return None
 
@@ -188,6 +198,7 @@ class KeaPostgresTarget(KeaTarget):
 
     name = "Kea 2.2 (PostgreSQL, 1 thread)"
     directory = "kea-pg"
+    uses_postgres = True
 
     def lease_store(self) -> KeaPostgres:
         return KeaPostgres().prepare()
@@ -197,6 +208,7 @@ class LeaseflowTarget:
     """Leaseflow's server (`python -m app.dhcp.server`) with its in-memory backend."""
 
     name = "Leaseflow (in-memory backend)"
+    uses_postgres = False
 
     def __init__(self, namespace: Namespace, workdir: Path) -> None:
         self.namespace = namespace
@@ -243,6 +255,9 @@ class LeaseflowTarget:
         self.stop()
         self.start()
 
+    def server_pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
     def settle(self) -> None:
         return None
 
@@ -265,6 +280,7 @@ class Step:
     completed: float
     drop_ratio: float
     figures: ProductFigures | None = None  # the product's, of this step
+    cpu: CpuUse | None = None  # CPU ms per completed exchange (server, database)
 
     @property
     def passed(self) -> bool:
@@ -296,6 +312,7 @@ class ServerResult:
     error: str | None = None
     figures: ProductFigures | None = None  # the product's, of the step new_leases_per_s is from
     figures_rate: int | None = None  # that step's offered rate
+    cpu_ms: CpuUse | None = None  # CPU ms per new lease at the best new-lease step
 
 
 def search_highest_rate(
@@ -390,13 +407,17 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         steps += 1
         target.fresh()
         clients = min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2)))
+        meter = Meter(target.server_pids, database=target.uses_postgres)
+        meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=clients, timestamps=timestamps)
-        step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio)
+        cpu = meter.stop().per(run.new_lease_rate * plan.seconds)
+        step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio,
+                    cpu=cpu)
         progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}")
+                 f"drops {step.drop_ratio:.3%}, CPU ms/lease {_cpu(cpu)}")
         step = Step(rate=step.rate, completed=step.completed, drop_ratio=step.drop_ratio,
-                    figures=settle())
+                    figures=settle(), cpu=cpu)
         if not timestamps:
             last_new = step
             tried_new.append(step)
@@ -434,7 +455,7 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         result |= {
             "delays_rate": delay_step.rate, "delays_drop_ratio": delay_step.drop_ratio,
             "new_leases_per_s": step.completed, "new_offered_rate": step.rate,
-            "new_lower_bound": lower_bound(step, tried_new),
+            "new_lower_bound": lower_bound(step, tried_new), "cpu_ms": step.cpu,
             "new_drop_ratio": step.drop_ratio,
             "discover_offer_p50_ms": dora.percentile(50),
             "discover_offer_p99_ms": dora.percentile(99),
@@ -508,6 +529,13 @@ def _ms(p50: float | None, p99: float | None) -> str:
     return f"{p50:.2f} / {p99:.2f}"
 
 
+def _cpu(use: CpuUse | None) -> str:
+    """CPU ms per lease: the server's, plus the database's where it has one."""
+    if use is None:
+        return "-"
+    return f"{use.server:.3f}" + (f" + {use.database:.3f} db" if use.database else "")
+
+
 def _rate(value: float | None, floor: bool = False) -> str:
     """A rate for the table; `floor`: no faster step failed, so the server did at least
     this much (≥)."""
@@ -517,11 +545,11 @@ def _rate(value: float | None, floor: bool = False) -> str:
 def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
     cores = os.cpu_count() or 0
     header = ("server", "new leases/s", "drops", "D→O p50/p99 ms", "R→A p50/p99 ms",
-              "renewals/s", "renew p50/p99 ms")
+              "renewals/s", "renew p50/p99 ms", "CPU ms/lease")
     rows = [header]
     for r in results:
         if r.error:
-            rows.append((r.server, "error", "", "", "", "", ""))
+            rows.append((r.server, "error", "", "", "", "", "", ""))
             continue
         rows.append((
             r.server, _rate(r.new_leases_per_s, r.new_lower_bound),
@@ -529,6 +557,7 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
             _ms(r.discover_offer_p50_ms, r.discover_offer_p99_ms),
             _ms(r.request_ack_p50_ms, r.request_ack_p99_ms),
             _rate(r.renewals_per_s, r.renew_lower_bound), _ms(r.renew_p50_ms, r.renew_p99_ms),
+            _cpu(r.cpu_ms),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"DHCP benchmark: perfdhcp in a client namespace, {cores} cores "
@@ -569,7 +598,9 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
         "renewals/s: renew ACKs / seconds beside an equal DORA rate for 1,000 clients "
         "(perfdhcp -r N -f N);",
         "≥: no faster step failed (the search reached its ceiling of "
-        f"{plan.max_rate:,}/s or its time budget).",
+        f"{plan.max_rate:,}/s or its time budget);",
+        "CPU ms/lease: user + system CPU of the server's processes (the product's followers",
+        "  too) during that step, per lease completed; + db: the PostgreSQL cluster's.",
     ]
     if any(r.figures is not None for r in results):
         lines += [

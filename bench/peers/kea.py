@@ -339,6 +339,11 @@ class KeaPeer:
                                   "kea-dhcp4", in_namespace=True)
         self.wait_ready(timeout)
 
+    @property
+    def dhcp4_pid(self) -> int | None:
+        """kea-dhcp4's process id while it runs (what the CPU meter reads)."""
+        return self._dhcp4.pid if self._dhcp4 is not None else None
+
     def stop_dhcp4(self) -> None:
         _stop(self._dhcp4)
         self._dhcp4 = None

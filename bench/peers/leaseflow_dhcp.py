@@ -402,6 +402,13 @@ class ProductTarget:
                             started=started, followers=self.followers,
                             drain_seconds=drained, waited_seconds=time.monotonic() - since)
 
+    uses_postgres = True  # its CPU per lease counts the cluster's
+
+    def server_pids(self) -> list[int]:
+        """The server (its forked processes are its descendants) and the followers."""
+        procs = [self.server, *self.follower_procs] if self.server else self.follower_procs
+        return [proc.pid for proc in procs if proc.poll() is None]
+
     def stop(self) -> None:
         self._stop_server()
         self._stop_followers()
