@@ -5,6 +5,7 @@ behind and how they are shown. Nothing here starts a process or opens a socket."
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -305,11 +306,15 @@ class FakeProduct:
     """A target whose server completes `capacity` DORAs a second and says how many."""
 
     name = FAST
+    uses_postgres = True
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.rate = 0
         self.settled: list[int] = []
+
+    def server_pids(self) -> list[int]:
+        return [os.getpid()]  # the CPU meter reads this test's process
 
     def start(self) -> None: ...
 
@@ -339,3 +344,5 @@ def test_the_result_carries_the_figures_of_its_best_step(
     assert result.figures is not None and result.figures.acks == 250
     assert target.settled[:2] == [250, 750]  # every step settled, the delay run too
     assert any("server offers 750" in line for line in progress)
+    assert result.cpu_ms is not None  # CPU per lease of that step, from /proc
+    assert all("CPU ms/lease" in line for line in progress if "new leases at" in line)
