@@ -28,17 +28,36 @@ def _head() -> LedgerHead:
     return head
 
 
+def chain(entries: Sequence[dict[str, Any]]
+          ) -> tuple[list[dict[str, Any]], tuple[str, tuple[int, str]]] | None:
+    """PostgreSQL: lock the head, chain `entries` after it; their rows and the statement
+    that moves the head (for the caller to run with the rows, `uow._write_pending`). None
+    on SQLite, or before the head row exists (`flush` makes it)."""
+    raw = plain_sql.driver()
+    row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
+    if row is None:
+        return None
+    rows, seq, prev = _chained(entries, *row)
+    return rows, (_MOVE_PG, (seq, prev))
+
+
 def flush(entries: Sequence[dict[str, Any]]) -> None:
     if not entries:
         return
-    raw = plain_sql.driver()  # PostgreSQL: the head as plain statements (the DHCP fast path)
-    row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
-    head: LedgerHead | None = None
-    if row is not None:
-        seq, prev = row
-    else:  # SQLite, or no head row yet
-        head = _head()
-        seq, prev = head.seq, head.hash
+    chained = chain(entries)  # PostgreSQL: the head as plain statements
+    if chained is not None:
+        rows, (move, values) = chained
+        uow.insert_rows(AuditEntry.__table__, rows)
+        plain_sql.connection().execute(move, values)
+        return
+    head = _head()  # SQLite, or no head row yet
+    rows, head.seq, head.hash = _chained(entries, head.seq, head.hash)
+    uow.insert_rows(AuditEntry.__table__, rows)
+
+
+def _chained(entries: Sequence[dict[str, Any]], seq: int,
+             prev: str) -> tuple[list[dict[str, Any]], int, str]:
+    """The audit rows of `entries` after (seq, prev), and the new head."""
     rows = []
     for entry in entries:
         seq += 1
@@ -49,11 +68,7 @@ def flush(entries: Sequence[dict[str, Any]]) -> None:
                      "subject": entry["subject"], "payload": payload, "prev_hash": prev,
                      "hash": digest})
         prev = digest
-    uow.insert_rows(AuditEntry.__table__, rows)
-    if head is not None:
-        head.seq, head.hash = seq, prev
-    elif raw is not None:
-        raw.execute(_MOVE_PG, (seq, prev))
+    return rows, seq, prev
 
 
 _HEAD_PG = "SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE"

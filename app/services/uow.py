@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -67,9 +67,7 @@ def flush_rows() -> None:
     """Insert the rows collected by `add_row` now (before reading them back), parents
     before children (a job row after its instance's)."""
     state = pending()
-    order = _table_order()
-    for table in sorted(state.rows, key=lambda t: order.get(t, len(order))):
-        insert_rows(table, state.rows[table])
+    insert_tables(_collected(state))
     state.rows.clear()
 
 
@@ -83,60 +81,149 @@ def _table_order() -> dict[Any, int]:
     return _order
 
 
-def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows of one table, the cheapest way the database offers.
+def _collected(state: Pending) -> list[tuple[Any, list[dict[str, Any]]]]:
+    order = _table_order()
+    return [(table, state.rows[table])
+            for table in sorted(state.rows, key=lambda t: order.get(t, len(order)))]
 
-    On PostgreSQL that is COPY: an executemany costs ~50-70 us of CPU per row here (one
-    pipelined statement each), COPY a few. Values go through each column's own bind
-    processing (UTC datetimes, JSON), and a column a row leaves out gets its Python-side
-    default, as an INSERT would. SQLite's executemany runs in-process and is cheap as it
-    is.
+
+def insert_rows(table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows of one table, the cheapest way the database offers (`insert_tables`)."""
+    insert_tables([(table, rows)])
+
+
+UNNEST_CHARS = 32_768  # a table's values longer than this in all: COPY (see insert_tables)
+
+
+def insert_tables(tables: Sequence[tuple[Any, list[dict[str, Any]]]],
+                  then: tuple[str, Sequence[Any]] | None = None) -> None:
+    """Insert the rows of several tables, then run `then` (a last statement, PostgreSQL).
+
+    Values go through each column's own bind processing (UTC datetimes, JSON), and a
+    column a row leaves out gets its Python-side default, as an INSERT would. SQLite runs
+    one executemany per table (in-process, cheap as it is). PostgreSQL gets one statement
+    for everything: each table's rows as one array per column, `unnest`ed into an INSERT,
+    the INSERTs chained as data-modifying CTEs, `then` last. An executemany costs ~50-70 us
+    of CPU per row here, and a COPY two round trips and psycopg's copy set-up per table (a
+    sixth of a small group of DHCP bindings, which writes three tables). Only a table whose
+    values are long in all (a large group's ~6 kB instance documents) still goes by COPY,
+    which the database parses faster than array literals (`bench dhcp_groups`).
     """
-    if not rows:
-        return
     session = db.session
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
-        session.execute(insert(table), rows)
+        for table, rows in tables:
+            if rows:
+                session.execute(insert(table), rows)
+        if then is not None:
+            raise ValueError("a statement after the rows is for PostgreSQL only")
         return
-    from psycopg import sql
-
-    named = set().union(*(row.keys() for row in rows))
-    columns = [c for c in table.columns if c.key in named or _default(c) is not None]
-    convert = [(c.key, _default(c), _field_writer(c, dialect)) for c in columns]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
     connection = plain_sql.connection()
     assert connection is not None  # a live connection of this transaction
-    lines = ["\t".join([write(row[key] if key in row else default() if default else None)
-                        for key, default, write in convert]) for row in rows]
+    parts: list[tuple[str, list[Any]]] = []
+    for table, rows in tables:
+        if not rows:
+            continue
+        columns, texts = _texts(table, rows, dialect)
+        if sum(len(text) for values in texts for text in values if text) > UNNEST_CHARS:
+            _copy(connection, table, columns, texts)
+        else:
+            parts.append(_unnest_insert(table, columns, texts, dialect))
+    if then is not None:
+        parts.append((then[0], list(then[1])))
+    if not parts:
+        return
+    *ctes, (main, params) = parts
+    if ctes:
+        main = "WITH " + ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(ctes)) \
+            + " " + main
+        params = [param for _, group in ctes for param in group] + params
+    connection.execute(main, params)
+
+
+def _texts(table: Any, rows: list[dict[str, Any]],
+           dialect: Any) -> tuple[list[Any], list[list[str | None]]]:
+    """The columns to write (those some row names, and those with a Python default) and,
+    per column, each row's value as text (None: NULL)."""
+    named = set().union(*(row.keys() for row in rows))
+    columns = [c for c in table.columns if c.key in named or _default(c) is not None]
+    texts = []
+    for column in columns:
+        text, key, default = _text_writer(column, dialect), column.key, _default(column)
+        texts.append([text(row[key] if key in row else default() if default else None)
+                      for row in rows])
+    return columns, texts
+
+
+def _copy(connection: Any, table: Any, columns: list[Any],
+          texts: list[list[str | None]]) -> None:
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
+    lines = ["\t".join([copy_text(text) for text in row]) for row in zip(*texts, strict=True)]
     lines.append("")
     with connection.cursor() as cursor, cursor.copy(statement) as copy:
         copy.write("\n".join(lines))
 
 
+def _unnest_insert(table: Any, columns: list[Any], texts: list[list[str | None]],
+                   dialect: Any) -> tuple[str, list[Any]]:
+    """`INSERT INTO table (...) SELECT * FROM unnest(%s::type[], ...)` and its arrays, each
+    one text literal (psycopg would adapt a list element by element, in Python)."""
+    arrays = ["{" + ",".join([array_element(text) for text in values]) + "}"
+              for values in texts]
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    casts = ", ".join(f"%s::{_array_type(c, dialect)}[]" for c in columns)
+    # Names and types come from the models; values travel as parameters.
+    return (f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({casts})',  # noqa: S608
+            arrays)
+
+
+def _array_type(column: Any, dialect: Any) -> str:
+    """The element type of a column's parameter array: its own, without a length (text for
+    VARCHAR(n): the INSERT's assignment still refuses a value that is too long)."""
+    name = column.type.compile(dialect=dialect).split("(")[0].strip().lower()
+    return "text" if name in ("varchar", "character varying") else name
+
+
+def array_element(text: str | None) -> str:
+    """One element of an array literal: NULL, or the text quoted and escaped."""
+    if text is None:
+        return "NULL"
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if '"' in text:
+        text = text.replace('"', '\\"')
+    return '"' + text + '"'
+
+
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 
-def _escaped(text: str) -> str:
-    """`text` with COPY's four special characters escaped. A search (`in`, a C memchr) per
-    character first: replace() itself counts with a slow loop even when nothing matches
-    (~5 us per 6 kB instance document), and str.translate with a table of two-character
-    replacements runs in Python's slow path (~700 us)."""
+def copy_text(text: str | None) -> str:
+    """One value in COPY's text format: \\N, or the text with COPY's four special characters
+    escaped. A search (`in`, a C memchr) per character first: replace() itself counts with
+    a slow loop even when nothing matches (~5 us per 6 kB instance document), and
+    str.translate with a table of two-character replacements runs in Python's slow path
+    (~700 us)."""
+    if text is None:
+        return "\\N"
     for special, escape in _COPY_ESCAPES:
         if special in text:
             text = text.replace(special, escape)
     return text
 
 
-def copy_field(value: Any) -> str:
-    """One value in COPY's text format (what psycopg's `write_row` would send, without
-    its per-value dumper lookup: that was a tenth of the DHCP fast path's CPU)."""
+def field_text(value: Any) -> str | None:
+    """A value as the text PostgreSQL parses for its column (None for NULL), without
+    psycopg's per-value dumper lookup (a tenth of the DHCP fast path's CPU when COPY rows
+    went through `write_row`)."""
     if value is None:
-        return "\\N"
+        return None
     kind = type(value)
     if kind is str:
-        return _escaped(value)
+        return value  # type: ignore[no-any-return]
     if kind is int:
         return int.__repr__(value)
     if kind is bool:
@@ -144,36 +231,35 @@ def copy_field(value: Any) -> str:
     if kind is datetime:
         return value.isoformat()  # type: ignore[no-any-return]
     if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("COPY of binary values is not supported here")
+        raise TypeError("binary values are not supported here")
     if isinstance(value, str):  # a str subclass (an enum's value): its text, not its name
-        return _escaped(str.__str__(value))
-    return _escaped(str(value))  # dates, decimals, floats, UUIDs
+        return str.__str__(value)
+    return str(value)  # dates, decimals, floats, UUIDs
 
 
-def _field_writer(column: Any, dialect: Any) -> Callable[[Any], str]:
-    """How a value of `column` is written in COPY's text format: the column's own bind
-    processing, then `copy_field`. JSON values (several per row on the DHCP path) through
-    one shared encoder, and a type decorator's own conversion called directly (UTC
-    datetimes): SQLAlchemy's processor wrappers and its per-call json.dumps cost ~5-10 us
-    a value."""
+def _text_writer(column: Any, dialect: Any) -> Callable[[Any], str | None]:
+    """How a value of `column` becomes its text: the column's own bind processing, then
+    `field_text`. JSON values (several per row on the DHCP path) through one shared
+    encoder, and a type decorator's own conversion called directly (UTC datetimes):
+    SQLAlchemy's processor wrappers and its per-call json.dumps cost ~5-10 us a value."""
     kind = column.type
     if isinstance(kind, JSON):
-        return _json_field
+        return _json_text_or_none
     if isinstance(kind, TypeDecorator) and \
             kind.impl_instance.dialect_impl(dialect).bind_processor(dialect) is None:
         convert = kind.process_bind_param
-        return lambda value: copy_field(convert(value, dialect))
+        return lambda value: field_text(convert(value, dialect))
     process = kind.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
-        return copy_field
-    return lambda value: copy_field(process(value) if value is not None else None)
+        return field_text
+    return lambda value: field_text(process(value) if value is not None else None)
 
 
 _json_text = json.JSONEncoder().encode  # json.dumps's output, without its per-call set-up
 
 
-def _json_field(value: Any) -> str:
-    return "\\N" if value is None else _escaped(_json_text(value))
+def _json_text_or_none(value: Any) -> str | None:
+    return None if value is None else _json_text(value)
 
 
 def _default(column: Any) -> Any:
@@ -203,6 +289,28 @@ def savepoint() -> Iterator[None]:
     nested.commit()
 
 
+def _write_pending(state: Pending) -> bool:
+    """PostgreSQL: the transaction's collected rows, its ledger entries and the ledger
+    head's move in one statement, once the head is locked (`audit.chain`). False where
+    that does not apply (SQLite, a ledger without its head row yet)."""
+    from ..models import AuditEntry
+    from . import audit
+
+    if db.session.get_bind().dialect.name != "postgresql":
+        return False
+    tables = _collected(state)
+    then = None
+    if state.ledger:
+        chained = audit.chain(state.ledger)
+        if chained is None:
+            return False
+        rows, then = chained
+        tables.append((AuditEntry.__table__, rows))
+    insert_tables(tables, then)
+    state.rows.clear()
+    return True
+
+
 @contextlib.contextmanager
 def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
     from . import audit, dispatch, instances
@@ -212,8 +320,9 @@ def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
     try:
         yield state
         instances.flush_workflows(state)
-        flush_rows()
-        audit.flush(state.ledger)
+        if not _write_pending(state):
+            flush_rows()
+            audit.flush(state.ledger)
         db.session.commit()
     except BaseException:
         db.session.rollback()

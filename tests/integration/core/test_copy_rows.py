@@ -1,5 +1,6 @@
-"""`uow.insert_rows` on PostgreSQL writes COPY's text format itself: every kind of value a
-row holds comes back as it went in (escapes, JSON, time zones, NULLs, defaults)."""
+"""`uow.insert_tables` on PostgreSQL writes the values' text itself, as array literals for
+one `unnest` statement or, for long values, in COPY's format: every kind of value a row
+holds comes back as it went in (escapes, JSON, time zones, NULLs, defaults), either way."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from psycopg.errors import StringDataRightTruncation
 from sqlalchemy import select, text
 
 from app.extensions import db
 from app.models import AuditEntry, Lease, LeaseHistory
-from app.services import subnets, uow
+from app.services import plain_sql, subnets, uow
 from lf_support import running_app
 
 pytestmark = pytest.mark.integration
@@ -19,7 +21,11 @@ pytestmark = pytest.mark.integration
 AWKWARD = "tab\there, newline\nthere, back\\slash, CR\r, é, \\N, quote \" and '"
 
 
-def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str) -> None:
+@pytest.mark.parametrize("way", ["unnest", "copy"])
+def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str, way: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if way == "copy":
+        monkeypatch.setattr(uow, "UNNEST_CHARS", 0)  # every table counts as long
     at = datetime(2026, 11, 29, 4, 52, 12, 123456, tzinfo=UTC)
     detail = {"text": AWKWARD, "nested": [1, None, True, 2.5, {"é": "\t"}]}
     with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
@@ -42,7 +48,8 @@ def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str) -> Non
                                   ).scalars().all()
         assert [(r.lease_id, r.event, r.from_state, r.actor, r.detail, r.at) for r in rows] == [
             (7, "commit", None, AWKWARD, detail, at), (8, "renew", "bound", "dhcp", {}, at)]
-        assert db.session.get(Lease, 7).hostname == AWKWARD
+        lease = db.session.get(Lease, 7)
+        assert lease is not None and lease.hostname == AWKWARD
         entry = db.session.execute(select(AuditEntry).where(AuditEntry.seq == 10_001)
                                    ).scalar_one()
         assert (entry.subject, entry.payload, entry.at) == (AWKWARD, AWKWARD, at)
@@ -50,7 +57,53 @@ def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str) -> Non
 
 def test_binary_values_are_refused_not_mangled() -> None:
     with pytest.raises(TypeError):
-        uow.copy_field(b"\x00\x01")
+        uow.field_text(b"\x00\x01")
+
+
+def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path,
+                                                      pg_database: str) -> None:
+    """Children in the same statement as their parents (foreign keys are checked at its
+    end), the ledger head moved by the same statement, one round trip."""
+    at = datetime(2026, 11, 29, 4, 52, 12, tzinfo=UTC)
+    with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
+        with uow.unit_of_work():
+            subnet = subnets.create({"cidr": "10.70.0.0/24", "pools": ["10.70.0.10-10.70.0.20"]},
+                                    actor="test")
+        statements: list[str] = []
+        with uow.unit_of_work():
+            connection = plain_sql.connection()
+            execute = connection.execute
+
+            def counted(query: str, *args: object, **kwargs: object) -> object:
+                statements.append(query)
+                return execute(query, *args, **kwargs)
+
+            connection.execute = counted
+            try:
+                uow.insert_tables([
+                    (Lease.__table__, [{"id": 9, "subnet_id": subnet.id, "address": 0x0A46000B,
+                                        "state": "bound", "client_id": "01:09",
+                                        "created_at": at, "updated_at": at}]),
+                    (LeaseHistory.__table__, [{"lease_id": 9, "at": at, "event": "commit",
+                                               "from_state": None, "to_state": "bound",
+                                               "actor": "t", "detail": {"n": 1}}]),
+                ], then=("UPDATE ledger_head SET seq = seq + %s WHERE id = 1", (5,)))
+            finally:
+                connection.execute = execute
+        assert len(statements) == 1 and statements[0].startswith("WITH ")
+        assert db.session.execute(select(LeaseHistory.lease_id)).scalars().all() == [9]
+        assert (db.session.execute(text("SELECT seq FROM ledger_head")).scalar() or 0) >= 5
+
+
+def test_a_too_long_value_is_refused_as_by_an_insert(tmp_path: Path,
+                                                     pg_database: str) -> None:
+    """Arrays travel as text[]: the column's own length still applies."""
+    at = datetime(2026, 11, 29, 4, 52, 12, tzinfo=UTC)
+    with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
+        with pytest.raises(StringDataRightTruncation), uow.unit_of_work():
+            uow.insert_rows(AuditEntry.__table__, [
+                {"seq": 1, "at": at, "actor": "a", "kind": "k" * 65, "subject": "s",
+                 "payload": "p", "prev_hash": "p", "hash": "h"}])
 
 
 def test_instance_documents_are_compressed_with_lz4(tmp_path: Path, pg_database: str) -> None:
