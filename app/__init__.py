@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 
 from .config import Settings
 from .extensions import db, migrate
@@ -52,12 +54,47 @@ def _sqlite_immediate(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+IDLE_PING_AFTER = 1.0  # seconds a pooled connection may sit unused before it is pinged
+
+
+def ping_when_idle(engine: Engine, after: float = IDLE_PING_AFTER) -> None:
+    """SQLAlchemy's `pool_pre_ping`, for connections that sat in the pool `after` seconds.
+
+    The pre-ping is a round trip on every checkout: the DHCP server's group commits check
+    out a connection hundreds of times a second. A connection back in use within a second
+    was alive a moment ago; one the database dropped since (a restart) fails its first
+    statement, and SQLAlchemy then discards every connection of the pool made before it,
+    so one unit of work fails (the caller's error path: a DHCP client retransmits) and the
+    next gets a fresh connection.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        record.info["leaseflow_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["leaseflow_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("leaseflow_idle_since")
+        if since is not None and time.monotonic() - since < after:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection is gone")
+
+
 def create_app(config: dict[str, Any] | None = None, *, start_background: bool = False,
                settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env(**(config or {}))
     app = Flask(__name__, template_folder=str(ROOT / "templates"))
     uri = _database_uri(settings.database_url)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if uri.startswith("sqlite"):
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
@@ -73,6 +110,7 @@ def create_app(config: dict[str, Any] | None = None, *, start_background: bool =
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     with app.app_context():
+        ping_when_idle(db.engine)
         if uri.startswith("sqlite"):
             _sqlite_immediate(db.engine)
 
