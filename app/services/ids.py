@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-
 from ..extensions import db
+from . import plain_sql
 
-_NEXT = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
-             "FROM generate_series(1, :count)")
+# Plain SQL on the transaction's psycopg connection: through the session each call cost
+# ~10 % of a small group of DHCP bindings.
+_NEXT = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
 
 
 def allocate_pair(first: Any, second: Any, count: int) -> tuple[list[int], list[int]] | None:
@@ -23,18 +23,18 @@ def allocate_pair(first: Any, second: Any, count: int) -> tuple[list[int], list[
     start jobs), or None where the database has no sequences."""
     if count <= 0 or db.session.get_bind().dialect.name != "postgresql":
         return None
-    rows = db.session.execute(_PAIR, {"first": first.__table__.name,
-                                      "second": second.__table__.name, "count": count}).all()
+    rows = plain_sql.connection().execute(
+        _PAIR, (first.__table__.name, second.__table__.name, count)).fetchall()
     return [int(a) for a, _ in rows], [int(b) for _, b in rows]
 
 
-_PAIR = text("SELECT nextval(pg_get_serial_sequence(:first, 'id')), "
-             "nextval(pg_get_serial_sequence(:second, 'id')) FROM generate_series(1, :count)")
+_PAIR = ("SELECT nextval(pg_get_serial_sequence(%s, 'id')), "
+         "nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)")
 
 
 def allocate(model: Any, count: int) -> list[int] | None:
     """`count` fresh ids for `model`'s table, or None where the database has no sequence."""
     if count <= 0 or db.session.get_bind().dialect.name != "postgresql":
         return None
-    return [int(i) for i in db.session.execute(
-        _NEXT, {"table": model.__table__.name, "count": count}).scalars()]
+    rows = plain_sql.connection().execute(_NEXT, (model.__table__.name, count)).fetchall()
+    return [int(i) for i, in rows]
