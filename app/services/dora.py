@@ -52,7 +52,7 @@ from ..ipam.allocator import free_candidates, preferred, random_probes
 from ..ipam.offers import OfferBook
 from ..leases.states import LeaseState
 from ..models import HOLDING_SQL, Lease, ProcessInstance, ServiceJob
-from . import definitions, ids, instances, leases, plain_sql, subnets
+from . import definitions, ids, instances, leases, plain_sql, subnets, uow
 from .dhcp import HOLDING, PROCESS_KEY, LeaseView, view
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ def run(asks: Sequence[Ask], *, book: OfferBook, actor: str,
     clock = time.monotonic() if now is None else now
     outcomes: list[Outcome] = [None] * len(asks)
     discovers = [(i, a) for i, a in enumerate(asks) if isinstance(a, Discover)]
+    if len(discovers) == len(asks):
+        uow.reads_only()  # offers write nothing: no transaction around the reads
     renewals = [(i, a) for i, a in enumerate(asks) if isinstance(a, Renew)]
     requests = [(i, a) for i, a in enumerate(asks)
                 if isinstance(a, Request) and not isinstance(a, Renew)]

@@ -118,3 +118,17 @@ def test_instance_documents_are_compressed_with_lz4(tmp_path: Path, pg_database:
             "SELECT attcompression FROM pg_attribute WHERE attname = 'workflow' "
             "AND attrelid = 'process_instances'::regclass")).scalar()
         assert method == "l"
+
+
+def test_a_read_only_unit_of_work_refuses_writes(tmp_path: Path, pg_database: str) -> None:
+    """`uow.reads_only` runs the statements in autocommit: a write collected afterwards
+    would be neither atomic nor under the ledger head's lock, so the unit of work fails
+    and nothing is written."""
+    with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
+        before = db.session.execute(text("SELECT count(*) FROM audit_log")).scalar()
+        db.session.commit()  # a unit of work on a fresh transaction, as the DHCP groups run
+        with pytest.raises(RuntimeError, match="read-only"), uow.unit_of_work():
+            uow.reads_only()
+            assert db.session.execute(text("SELECT 1")).scalar() == 1
+            uow.record(kind="test.write", subject="s", actor="a", payload={})
+        assert db.session.execute(text("SELECT count(*) FROM audit_log")).scalar() == before

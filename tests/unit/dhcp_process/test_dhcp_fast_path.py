@@ -297,3 +297,33 @@ def test_a_diagram_that_works_after_adopting_gets_its_instances_started_by_a_wor
         assert "process.dhcp.adopted" in audit_kinds(dhcp_app)  # ledger.append's kind
     finally:
         backend.close()
+
+
+def test_a_group_of_offers_reads_outside_a_transaction_and_bindings_inside_one(dhcp_app):
+    """Offers write nothing: on PostgreSQL their reads run in autocommit (no BEGIN, no
+    COMMIT); a group with a REQUEST is one transaction as before."""
+    from psycopg.pq import TransactionStatus
+
+    from app.ipam.offers import OfferBook
+    from app.services import dora as fast_dora
+    from app.services import plain_sql
+    from app.services.uow import unit_of_work
+
+    postgresql = not str(dhcp_app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite")
+    book = OfferBook()
+    with dhcp_app.app_context():
+        with unit_of_work():
+            [offered] = fast_dora.run([fast_dora.Discover(cidr=CIDR, client_id="01:aa")],
+                                      book=book, actor="test")
+            if postgresql:
+                status = plain_sql.connection().info.transaction_status
+                assert status == TransactionStatus.IDLE
+        assert isinstance(offered, fast_dora.Offered)
+        with unit_of_work():
+            [bound] = fast_dora.run([fast_dora.Request(cidr=CIDR, client_id="01:aa",
+                                                       address=offered.address)],
+                                    book=book, actor="test")
+            if postgresql:
+                status = plain_sql.connection().info.transaction_status
+                assert status == TransactionStatus.INTRANS
+        assert isinstance(bound, dhcp.LeaseView) and bound.state == "bound"
