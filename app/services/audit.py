@@ -28,27 +28,17 @@ def _head() -> LedgerHead:
     return head
 
 
-def chain(entries: Sequence[dict[str, Any]]
-          ) -> tuple[list[dict[str, Any]], tuple[str, tuple[int, str]]] | None:
-    """PostgreSQL: lock the head, chain `entries` after it; their rows and the statement
-    that moves the head (for the caller to run with the rows, `uow._write_pending`). None
-    on SQLite, or before the head row exists (`flush` makes it)."""
-    raw = plain_sql.driver()
-    row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
-    if row is None:
-        return None
-    rows, seq, prev = _chained(entries, *row)
-    return rows, (_MOVE_PG, (seq, prev))
-
-
 def flush(entries: Sequence[dict[str, Any]]) -> None:
+    """Append `entries` under the head's lock. On PostgreSQL: the lock, then the rows and
+    the head's move as one statement (`uow.insert_tables`), then the caller's COMMIT: the
+    lock is held for two round trips."""
     if not entries:
         return
-    chained = chain(entries)  # PostgreSQL: the head as plain statements
-    if chained is not None:
-        rows, (move, values) = chained
-        uow.insert_rows(AuditEntry.__table__, rows)
-        plain_sql.connection().execute(move, values)
+    raw = plain_sql.driver()
+    row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
+    if row is not None:
+        rows, seq, prev = _chained(entries, *row)
+        uow.insert_tables([(AuditEntry.__table__, rows)], then=(_MOVE_PG, (seq, prev)))
         return
     head = _head()  # SQLite, or no head row yet
     rows, head.seq, head.hash = _chained(entries, head.seq, head.hash)

@@ -302,28 +302,6 @@ def savepoint() -> Iterator[None]:
     nested.commit()
 
 
-def _write_pending(state: Pending) -> bool:
-    """PostgreSQL: the transaction's collected rows, its ledger entries and the ledger
-    head's move in one statement, once the head is locked (`audit.chain`). False where
-    that does not apply (SQLite, a ledger without its head row yet)."""
-    from ..models import AuditEntry
-    from . import audit
-
-    if db.session.get_bind().dialect.name != "postgresql":
-        return False
-    tables = _collected(state)
-    then = None
-    if state.ledger:
-        chained = audit.chain(state.ledger)
-        if chained is None:
-            return False
-        rows, then = chained
-        tables.append((AuditEntry.__table__, rows))
-    insert_tables(tables, then)
-    state.rows.clear()
-    return True
-
-
 @contextlib.contextmanager
 def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
     from . import audit, dispatch, instances
@@ -335,9 +313,8 @@ def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
         if state.read_only and (state.rows or state.ledger or state.jobs or state.workflows):
             raise RuntimeError("a read-only unit of work collected writes")
         instances.flush_workflows(state)
-        if not _write_pending(state):
-            flush_rows()
-            audit.flush(state.ledger)
+        flush_rows()  # before the ledger head's lock: it serializes every writer
+        audit.flush(state.ledger)
         db.session.commit()
     except BaseException:
         db.session.rollback()
