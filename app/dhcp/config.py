@@ -25,10 +25,6 @@ def ip_int(address: str) -> int:
     return int(_U32.unpack(socket.inet_aton(address))[0])
 
 
-def int_ip(value: int) -> str:
-    return socket.inet_ntoa(_U32.pack(value))
-
-
 def _check_ip(value: str, what: str) -> int:
     try:
         return int(ipaddress.IPv4Address(value))

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
-from app.dhcp.config import SubnetConfig, int_ip, ip_int
+from app.dhcp.config import SubnetConfig, ip_int
+from app.ipam.addresses import int_to_ip
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class MemoryLeaseBackend:
     @staticmethod
     def _binding(client_id: bytes, record: _Record, lease_time: int) -> Binding:
         return Binding(
-            address=int_ip(record.address),
+            address=int_to_ip(record.address),
             client_id=client_id,
             lease_time=lease_time,
             state=record.state,
@@ -266,7 +267,7 @@ class MemoryLeaseBackend:
             if state in ("offered", "bound") and record.expires_at <= now:
                 state = "expired"
             remaining = max(0, int(record.expires_at - now))
-            return Binding(address=int_ip(record.address), client_id=client.client_id,
+            return Binding(address=int_to_ip(record.address), client_id=client.client_id,
                            lease_time=remaining, state=state, hostname=record.hostname)
 
     # -- for tests and the bench -------------------------------------------------------------
@@ -282,7 +283,7 @@ class MemoryLeaseBackend:
                     state = record.state
                     if state in ("offered", "bound") and record.expires_at <= now:
                         state = "expired"
-                    out[int_ip(record.address)] = {"client_id": cid.hex(), "state": state,
+                    out[int_to_ip(record.address)] = {"client_id": cid.hex(), "state": state,
                                                    "subnet": pool.subnet.cidr}
         return out
 

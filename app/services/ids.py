@@ -1,8 +1,8 @@
 """Row ids taken from the database's sequence ahead of the INSERT.
 
-With its ids known, a group of rows goes in as one prepared executemany; otherwise
-SQLAlchemy asks for them back with RETURNING in one statement of thousands of parameters,
-which psycopg parses anew every time (it caches only short statements). PostgreSQL has the
+With its ids known, a group's rows can name each other (a lease its instance, a job its
+instance) and go in as collected rows (`uow.insert_tables`) instead of ORM objects whose
+ids SQLAlchemy asks back one INSERT ... RETURNING at a time. PostgreSQL has the
 sequences; elsewhere (SQLite) the rows keep the usual insert and this answers None.
 """
 

@@ -40,7 +40,18 @@ def ints(values: Iterable[int | None]) -> str:
 
 def texts(values: Iterable[str | None]) -> str:
     """An array literal of strings (NULL for None), each quoted and escaped, for a
-    `%s::text[]` parameter."""
-    return "{" + ",".join("NULL" if v is None else
-                          '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                          for v in values) + "}"
+    `%s::text[]` parameter (or any array type: the elements are the values' text)."""
+    return "{" + ",".join([_element(v) for v in values]) + "}"
+
+
+def _element(text: str | None) -> str:
+    """NULL, or the text quoted and escaped. A search (`in`, a C memchr) before each
+    replace(): replace() scans slowly even when nothing matches (~5 us per 6 kB instance
+    document)."""
+    if text is None:
+        return "NULL"
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if '"' in text:
+        text = text.replace('"', '\\"')
+    return '"' + text + '"'

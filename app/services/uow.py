@@ -125,11 +125,11 @@ def insert_tables(tables: Sequence[tuple[Any, list[dict[str, Any]]]],
     session = db.session
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
+        if then is not None:
+            raise ValueError("a statement after the rows is for PostgreSQL only")
         for table, rows in tables:
             if rows:
                 session.execute(insert(table), rows)
-        if then is not None:
-            raise ValueError("a statement after the rows is for PostgreSQL only")
         return
     connection = plain_sql.connection()
     assert connection is not None  # a live connection of this transaction
@@ -159,10 +159,12 @@ def _texts(table: Any, rows: list[dict[str, Any]],
     """The columns to write (those some row names, and those with a Python default) and,
     per column, each row's value as text (None: NULL)."""
     named = set().union(*(row.keys() for row in rows))
-    columns = [c for c in table.columns if c.key in named or _default(c) is not None]
+    columns = [c for c in table.columns
+               if c.key in named or _column(c, dialect).default is not None]
     texts = []
     for column in columns:
-        text, key, default = _text_writer(column, dialect), column.key, _default(column)
+        plan, key = _column(column, dialect), column.key
+        text, default = plan.text, plan.default
         texts.append([text(row[key] if key in row else default() if default else None)
                       for row in rows])
     return columns, texts
@@ -184,13 +186,34 @@ def _unnest_insert(table: Any, columns: list[Any], texts: list[list[str | None]]
                    dialect: Any) -> tuple[str, list[Any]]:
     """`INSERT INTO table (...) SELECT * FROM unnest(%s::type[], ...)` and its arrays, each
     one text literal (psycopg would adapt a list element by element, in Python)."""
-    arrays = ["{" + ",".join([array_element(text) for text in values]) + "}"
-              for values in texts]
+    arrays = [plain_sql.texts(values) for values in texts]
     names = ", ".join(f'"{c.name}"' for c in columns)
-    casts = ", ".join(f"%s::{_array_type(c, dialect)}[]" for c in columns)
+    casts = ", ".join(f"%s::{_column(c, dialect).array_type}[]" for c in columns)
     # Names and types come from the models; values travel as parameters.
     return (f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({casts})',  # noqa: S608
             arrays)
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """How `insert_tables` writes one column, worked out once per column: compiling its
+    type alone cost ~35 us for the three tables of a group of DHCP bindings."""
+
+    text: Callable[[Any], str | None]  # a value's text (`_text_writer`)
+    default: Callable[[], Any] | None  # the Python-side default (`_default`)
+    array_type: str  # its parameter array's element type (`_array_type`)
+
+
+_columns: dict[tuple[Any, str], _Column] = {}
+
+
+def _column(column: Any, dialect: Any) -> _Column:
+    plan = _columns.get((column, dialect.name))
+    if plan is None:
+        plan = _columns[(column, dialect.name)] = _Column(
+            text=_text_writer(column, dialect), default=_default(column),
+            array_type=_array_type(column, dialect))
+    return plan
 
 
 def _array_type(column: Any, dialect: Any) -> str:
@@ -198,17 +221,6 @@ def _array_type(column: Any, dialect: Any) -> str:
     VARCHAR(n): the INSERT's assignment still refuses a value that is too long)."""
     name = column.type.compile(dialect=dialect).split("(")[0].strip().lower()
     return "text" if name in ("varchar", "character varying") else name
-
-
-def array_element(text: str | None) -> str:
-    """One element of an array literal: NULL, or the text quoted and escaped."""
-    if text is None:
-        return "NULL"
-    if "\\" in text:
-        text = text.replace("\\", "\\\\")
-    if '"' in text:
-        text = text.replace('"', '\\"')
-    return '"' + text + '"'
 
 
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
