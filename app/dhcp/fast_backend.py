@@ -1,7 +1,9 @@
 """`FastLeaseBackend`: the DHCP server's fast DORA path (`leaseflow dhcp --dora fast`).
 
-DISCOVERs, REQUESTs and renewals are handed to one group commit: every exchange waiting at
-that moment is answered from one transaction (`app.services.dora`), and the `dhcp_lease`
+A DISCOVER is answered at once from the server's memory (`dora.offer_indexed`: the lease
+index, kept current from the ledger on its own thread, and the offer book). REQUESTs and
+renewals are handed to one group commit: every exchange waiting at that moment is answered
+from one transaction (`app.services.dora`), and the `dhcp_lease`
 instance of each newly bound lease is stored with it and started by a worker. An ACK goes
 out only after that transaction committed. A renewal moves the expiry in the database only:
 the instance's expiry timer reads it there before it lets the lease go. RELEASE, DECLINE,
@@ -24,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
-from app.ipam.allocator import Stripe
+from app.ipam.allocator import Pool, Stripe
 from app.ipam.offers import OfferBook
 from app.pending import Pending
-from app.services import dhcp, dora
+from app.services import dhcp, dora, lease_index, subnets
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -36,18 +38,25 @@ if TYPE_CHECKING:
     from app.services.group import GroupCommit
 
 log = logging.getLogger(__name__)
+POOLS_FRESH = 1.0  # seconds a subnet's pool is used as read, as `subnets.known` does
 
 
 class FastLeaseBackend(ProcessLeaseBackend):
     def __init__(self, app: Flask, *, patience: float = DEFAULT_PATIENCE,
                  offer_lifetime: float = 30.0, actor: str = "dhcp",
-                 max_group: int = 1024, stripe: Stripe | None = None) -> None:
+                 max_group: int = 1024, stripe: Stripe | None = None,
+                 follow_every: float = 0.02) -> None:
         from app.services.group import GroupCommit
 
         super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
         with app.app_context():
             self._read(dora.check_process)  # fail at start, not on the first REQUEST
+            index = self._read(lease_index.load)
         self.book = OfferBook(stripe=stripe)  # stripe: one of several processes
+        # DISCOVERs are answered from memory: the index follows the ledger on its own thread.
+        self.index = index
+        self._pools: dict[str, tuple[float, Pool]] = {}  # subnet -> (read at, its pool)
+        self._follower = lease_index.Follower(app, index, every=follow_every, guard=self._turn)
         # Offers (reads, and a hold in memory) and bindings (writes) group separately: a
         # DISCOVER never waits behind a group of bindings. On PostgreSQL two groups of
         # bindings commit at once, as one spends about half its time waiting for the
@@ -64,6 +73,7 @@ class FastLeaseBackend(ProcessLeaseBackend):
             threads=1 if sqlite else 2)
 
     def close(self) -> None:
+        self._follower.close()
         self._offers.close()
         self._binds.close()
 
@@ -77,6 +87,9 @@ class FastLeaseBackend(ProcessLeaseBackend):
             ask = dora.Discover(cidr=client.subnet.cidr, client_id=cid,
                                 hwaddr=_hwaddr(client), hostname=client.hostname,
                                 requested_ip=address, offer_lifetime=self.offer_lifetime)
+            offered = self._offer_now(ask)
+            if offered is not None:
+                return Pending.settled(self._reply(client, offered))
         elif call in ("commit", "renew") and address is not None:
             if call == "commit" and not client.subnet.in_pool(address):
                 return Pending.settled(Refusal(reason="address not in the pool"))
@@ -89,14 +102,36 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
         def settle(done: Pending[Outcome]) -> None:
             try:
-                answer.set_result(self._reply(client, done.result()))
+                reply = self._reply(client, done.result())
             except Exception as exc:  # the group failed: the client retransmits
                 log.warning("DHCP exchange of %s not stored: %s", cid, exc)
                 answer.set_result(None)
+                return
+            if isinstance(reply, Refusal) and call == "commit":
+                # NAK: the client starts over, and its next DISCOVER must not get the
+                # address again (e.g. another server bound it since our OFFER).
+                self.book.drop(client.subnet.cidr, cid)
+            answer.set_result(reply)
 
         group = self._offers if isinstance(ask, dora.Discover) else self._binds
         group.submit_nowait(ask).add_done_callback(settle)
         return answer
+
+    def _offer_now(self, ask: dora.Discover) -> dora.Offered | None:
+        """The OFFER from memory (`dora.offer_indexed`); None: a group reads the database
+        (a nearly full pool, or a subnet this process cannot read now)."""
+        now = time.monotonic()
+        known = self._pools.get(ask.cidr)
+        if known is None or now - known[0] >= POOLS_FRESH:
+            try:
+                with self.app.app_context():
+                    known = (now, subnets.known(ask.cidr).pool)
+            except Exception:  # noqa: BLE001 - the group's transaction reports it
+                return None
+            self._pools[ask.cidr] = known
+        offered = dora.offer_indexed(ask, index=self.index, book=self.book, pool=known[1],
+                                     now=now)
+        return offered if isinstance(offered, dora.Offered) else None
 
     def _call(self, call: str, client: Client,
               address: str | None) -> Binding | Refusal | None:

@@ -8,10 +8,13 @@ boot storm of a few thousand clients overruns the server. On this path the serve
 many exchanges per transaction, as Kea and ISC dhcpd would, and the process takes over
 once the lease is bound:
 
-- DISCOVER: `offer_many` picks an address per client (the allocator's preferred order,
-  then random probes, checked against the database's holders in one read) and holds it in
-  the server's `OfferBook`, in memory, for the offer lifetime. An offer is no commitment
-  (RFC 2131 §4.3.1), so it costs no write. A client that holds a lease gets it again.
+- DISCOVER: `offer_indexed` picks an address per client (the allocator's preferred
+  order, then random probes) from the server's memory: the `LeaseIndex` of holders, which
+  follows the ledger (`app.services.lease_index`), and the `OfferBook`, which holds the
+  offer for the offer lifetime. No transaction, no thread hand-over. An offer is no
+  commitment (RFC 2131 §4.3.1), so it costs no write. A client that holds a lease gets it
+  again. Only when every candidate is held (a nearly full pool) does a group read the
+  database's exact free list (`offer_many`).
 - REQUEST: `bind_many` inserts the bound leases of a group in one statement, durably
   before the ACK, and stores each client's `dhcp_lease` instance (`bound_lease_id` in its
   request) in the same transaction. The diagram adopts the binding and governs the rest
@@ -48,8 +51,9 @@ from ..engine import runtime
 from ..errors import LeaseflowError
 from ..extensions import db
 from ..ipam.addresses import IpamError, int_to_ip, parse_address
-from ..ipam.allocator import free_candidates, preferred, random_probes
+from ..ipam.allocator import Pool, free_candidates, preferred, random_probes
 from ..ipam.offers import OfferBook
+from ..leases.index import LeaseIndex
 from ..leases.states import LeaseState
 from ..models import HOLDING_SQL, Lease, ProcessInstance, ServiceJob
 from . import definitions, ids, instances, leases, plain_sql, subnets, uow
@@ -172,6 +176,46 @@ def offer_many(asks: Sequence[Discover], *, book: OfferBook,
     if fresh:
         _choose([asks[i] for i in fresh], fresh, found, book=book, now=now)
     return [found[first[(ask.cidr, ask.client_id)]] for ask in asks]
+
+
+class Undecided:
+    """`offer_indexed` could not choose from memory: the database's free list decides."""
+
+
+UNDECIDED = Undecided()
+
+
+def offer_indexed(ask: Discover, *, index: LeaseIndex, book: OfferBook, pool: Pool,
+                  now: float) -> Offered | Undecided:
+    """An OFFER from the server's memory alone (no transaction): the offer still held, the
+    client's lease, else the first of its preferred addresses and random probes that
+    neither the index nor the book holds. UNDECIDED when every candidate is held (a nearly
+    full pool): then `offer_many` reads the database's exact free list.
+
+    A client that holds a lease is offered its address for the subnet's full lease time:
+    its REQUEST renews the lease for that long (`bind_many`)."""
+    held = book.held(ask.cidr, ask.client_id, now)
+    if held is not None:  # a retransmitted DISCOVER: the same offer again, unless another
+        other = index.holder(ask.cidr, held)  # client got the address meanwhile
+        if other is None or other.client_id == ask.client_id:
+            return Offered(int_to_ip(held))
+        book.drop(ask.cidr, ask.client_id)
+    holder = index.holding(ask.cidr, ask.client_id)
+    if holder is not None:  # a client rebooting, or asking again: its own lease
+        return Offered(int_to_ip(holder.address))
+    try:
+        requested = parse_address(ask.requested_ip, field="requested_ip") \
+            if ask.requested_ip else None
+    except IpamError:
+        requested = None
+    queue = preferred(pool, current=None, previous=index.previous(ask.cidr, ask.client_id),
+                      requested=requested) + random_probes(pool, PROBES, _rng, book.stripe)
+    until = now + ask.offer_lifetime
+    for address in queue:
+        if index.holder(ask.cidr, address) is None and \
+                book.claim(ask.cidr, ask.client_id, address, until, now):
+            return Offered(int_to_ip(address))
+    return UNDECIDED
 
 
 def _choose(asks: Sequence[Discover], places: Sequence[int],

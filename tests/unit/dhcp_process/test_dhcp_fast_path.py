@@ -327,3 +327,137 @@ def test_a_group_of_offers_reads_outside_a_transaction_and_bindings_inside_one(d
                 status = plain_sql.connection().info.transaction_status
                 assert status == TransactionStatus.INTRANS
         assert isinstance(bound, dhcp.LeaseView) and bound.state == "bound"
+
+
+# --- DISCOVERs from memory: the lease index ----------------------------------------------
+
+
+@pytest.fixture
+def behind(dhcp_app: Flask) -> Iterator[FastLeaseBackend]:
+    """A fast backend whose lease index follows the ledger only when the test steps it."""
+    backend = FastLeaseBackend(dhcp_app, patience=20.0, offer_lifetime=30.0,
+                               follow_every=3600.0)
+    yield backend
+    backend.close()
+
+
+def bound_elsewhere(app: Flask, clients: list[Client]) -> list[Binding]:
+    """Leases bound by another server sharing the database."""
+    other = FastLeaseBackend(app, patience=20.0)
+    try:
+        return [dora(other, client) for client in clients]
+    finally:
+        other.close()
+
+
+def test_a_discover_is_answered_from_memory(fast, make_client, monkeypatch):
+    from app.services import dora as fast_dora
+
+    def no_database(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a DISCOVER read the database")
+
+    monkeypatch.setattr(fast_dora, "offer_many", no_database)
+    client = make_client(81)
+    offer = fast.offer(client, None, time.time())
+    assert offer is not None and offer.state == "offered" and offer.lease_time == 600
+    assert fast.book.held(CIDR, dhcp.client_key(client.client_id), time.monotonic()) == \
+        parse_address(offer.address, field="address")
+
+
+def test_the_index_follows_bindings_and_releases_made_elsewhere(
+        dhcp_app, behind, make_client):
+    clients = [make_client(90 + n) for n in range(4)]  # 4 of the pool's 5 addresses
+    bound = bound_elsewhere(dhcp_app, clients)
+    taken = {parse_address(b.address, field="address") for b in bound}
+    assert not any(behind.index.holder(CIDR, a) for a in taken)  # not followed yet
+    behind._follower.step()
+    assert all(behind.index.holder(CIDR, a) for a in taken)
+    # A new client gets the one free address; a client bound elsewhere, its own lease.
+    free = behind.offer(make_client(95), None, time.time())
+    assert free is not None and parse_address(free.address, field="address") not in taken
+    own = behind.offer(clients[0], None, time.time())
+    assert own is not None and own.address == bound[0].address
+    # Its RELEASE (through its instance) frees the address once the index follows.
+    behind.release(clients[1], bound[1].address, time.time())
+    wait_instance(dhcp_app, clients[1], "completed")
+    behind._follower.step()
+    assert behind.index.holder(CIDR, parse_address(bound[1].address, field="address")) is None
+    assert behind.index.previous(CIDR, dhcp.client_key(clients[1].client_id)) == \
+        parse_address(bound[1].address, field="address")
+
+
+def test_an_offer_from_an_index_behind_the_ledger_is_refused_not_bound_twice(
+        dhcp_app, behind, make_client):
+    bound = bound_elsewhere(dhcp_app, [make_client(100 + n) for n in range(5)])  # all 5
+    late = make_client(110)
+    offer = behind.offer(late, None, time.time())  # the index has not seen them
+    assert offer is not None and offer.address in {b.address for b in bound}
+    assert isinstance(behind.commit(late, offer.address, time.time()), Refusal)
+    # The NAK'd client's offer is dropped; once the index follows, the pool is full.
+    assert behind.book.held(CIDR, dhcp.client_key(late.client_id), time.monotonic()) is None
+    behind._follower.step()
+    assert behind.offer(late, None, time.time()) is None
+    with dhcp_app.app_context():
+        holders = db.session.execute(select(Lease.address, func.count()).where(
+            Lease.state.in_(["offered", "bound"])).group_by(Lease.address)).all()
+    assert len(holders) == 5 and all(n == 1 for _, n in holders)
+
+
+def test_a_held_offer_of_an_address_someone_got_meanwhile_is_not_offered_again(
+        dhcp_app, behind, make_client):
+    first = make_client(111)
+    offer = behind.offer(first, None, time.time())
+    assert offer is not None
+    other = make_client(112)  # another server's client REQUESTs the same address
+    fast_other = FastLeaseBackend(dhcp_app, patience=20.0)
+    try:
+        assert isinstance(fast_other.commit(other, offer.address, time.time()), Binding)
+    finally:
+        fast_other.close()
+    behind._follower.step()
+    again = behind.offer(first, None, time.time())  # its retransmitted DISCOVER
+    assert again is not None and again.address != offer.address
+
+
+def test_following_the_ledger_moves_past_every_entry_in_batches(
+        dhcp_app, behind, make_client, monkeypatch):
+    from app.services import lease_index
+    from app.services.uow import unit_of_work
+
+    bound_elsewhere(dhcp_app, [make_client(120), make_client(121)])
+    with dhcp_app.app_context(), unit_of_work():  # a lease entry that names no lease
+        from app.services import uow
+
+        uow.record(kind="lease.note", subject=f"{CIDR}/10.66.0.10", actor="test",
+                   payload={"note": "no lease id"})
+    monkeypatch.setattr(lease_index, "BATCH", 2)
+    seq = behind.index.seq
+    with dhcp_app.app_context():
+        read = lease_index.catch_up(behind.index)
+        head = db.session.execute(select(func.max(AuditEntry.seq))).scalar_one()
+    assert read == head - seq and behind.index.seq == head
+    assert len(behind.index) == 2
+
+
+def test_a_follower_that_cannot_read_says_so_once_and_carries_on(
+        dhcp_app, behind, make_client, monkeypatch, caplog):
+    from app.services import lease_index
+
+    real = lease_index.catch_up
+    failures = iter([RuntimeError("database away"), RuntimeError("database away")])
+
+    def flaky(index: object) -> int:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real(index)  # type: ignore[arg-type]
+
+    bound = bound_elsewhere(dhcp_app, [make_client(130)])
+    monkeypatch.setattr(lease_index, "catch_up", flaky)
+    with caplog.at_level("INFO", logger="app.services.lease_index"):
+        for _ in range(3):
+            behind._follower.step()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("not following the ledger" in m for m in messages) == 1
+    assert any("following the ledger again" in m for m in messages)
+    assert behind.index.holder(CIDR, parse_address(bound[0].address, field="address"))

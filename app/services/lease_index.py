@@ -1,0 +1,126 @@
+"""A DHCP server's in-memory `LeaseIndex`, loaded from the leases and kept current from the
+ledger (`app.leases.index` says why following the ledger loses nothing).
+
+`load()` reads the ledger's head first, then every lease in id order: a change committed
+between the two reads is in the leases already and is applied once more from the ledger,
+which is harmless (each entry carries the lease's whole state). `catch_up(index)` applies
+the entries after the last one applied; `Follower` calls it on its own thread every few
+milliseconds, so no DHCP exchange waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from ..extensions import db
+from ..ipam.addresses import IpamError, parse_address
+from ..leases.index import Change, LeaseIndex
+from . import plain_sql
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+BATCH = 5000  # ledger entries read per statement
+
+_HEAD = text("SELECT seq FROM ledger_head WHERE id = 1")
+_LEASES = text("SELECT l.id, s.cidr, l.address, l.client_id, l.state"
+               " FROM leases l JOIN subnets s ON s.id = l.subnet_id ORDER BY l.id")
+# Every entry after the last one applied, so the index moves past entries of other kinds
+# too; the lease's id, client and state taken out of the payload by the database, and only
+# for lease changes (renewals change no holder).
+_ENTRIES_PG = (
+    "SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state' FROM audit_log,"
+    " LATERAL (SELECT CASE WHEN kind LIKE 'lease.%%' AND kind <> 'lease.renew'"
+    " THEN payload::json -> 'data' END AS d) AS j WHERE seq > %s ORDER BY seq LIMIT %s")
+_ENTRIES = text(
+    "SELECT seq, subject, json_extract(d, '$.lease_id'), json_extract(d, '$.client_id'),"
+    " json_extract(d, '$.state') FROM (SELECT seq, subject, CASE WHEN kind LIKE 'lease.%'"
+    " AND kind <> 'lease.renew' THEN json_extract(payload, '$.data') END AS d"
+    " FROM audit_log WHERE seq > :after ORDER BY seq LIMIT :batch) ORDER BY seq")
+
+
+def load() -> LeaseIndex:
+    """A new index of every lease, as of the ledger's head (read first)."""
+    index = LeaseIndex()
+    seq = db.session.execute(_HEAD).scalar() or 0
+    index.apply([Change(subnet=cidr, lease_id=lease_id, address=address, client_id=client_id,
+                        state=state)
+                 for lease_id, cidr, address, client_id, state in db.session.execute(_LEASES)],
+                seq)
+    db.session.rollback()  # end the read: nothing stays open between catch-ups
+    return index
+
+
+def catch_up(index: LeaseIndex) -> int:
+    """Apply the ledger's entries after `index.seq`; how many were read."""
+    read = 0
+    while True:
+        raw = plain_sql.driver()
+        if raw is not None:
+            rows = raw.execute(_ENTRIES_PG, (index.seq, BATCH)).fetchall()
+        else:
+            rows = db.session.execute(_ENTRIES, {"after": index.seq, "batch": BATCH}).all()
+        db.session.rollback()
+        if not rows:
+            return read
+        changes = (_change(*row) for row in rows if row[2] is not None)
+        index.apply([change for change in changes if change is not None], rows[-1][0])
+        read += len(rows)
+        if len(rows) < BATCH:
+            return read
+
+
+def _change(seq: int, subject: str, lease_id: Any, client_id: Any,
+            state: Any) -> Change | None:
+    """The change a `lease.*` entry records (subject `cidr/address`), or None if the entry
+    does not name a lease as these do."""
+    cidr, _, address = subject.rpartition("/")
+    try:
+        return Change(subnet=cidr, lease_id=int(lease_id),
+                      address=parse_address(address, field="address"),
+                      client_id=str(client_id), state=str(state))
+    except (TypeError, ValueError, IpamError):
+        return None
+
+
+class Follower:
+    """Keeps `index` current on a daemon thread: `catch_up` every `every` seconds. A failed
+    read (the database away) is logged once and tried again; the index stays as it was."""
+
+    def __init__(self, app: Flask, index: LeaseIndex, *, every: float = 0.02,
+                 guard: AbstractContextManager[Any] | None = None) -> None:
+        # guard: held around each read (e.g. the DHCP server's SQLite turn)
+        self.app, self.index, self.every = app, index, every
+        self._guard = guard if guard is not None else contextlib.nullcontext()
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._loop, name="lease-index", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.step()
+
+    def step(self) -> None:
+        try:
+            with self._guard, self.app.app_context():
+                catch_up(self.index)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            if not self._failing:
+                log.warning("lease index not following the ledger: %s", exc)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("lease index following the ledger again")
+            self._failing = False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
