@@ -367,6 +367,66 @@ def stamp(snap: Snapshot, values: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+# --- deferred states: a snapshot stored by name, stamped when first read ------------------
+
+DEFERRED = "@snapshot "  # no serialized workflow starts so: it is JSON, an object
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotKey:
+    """What `snapshot` is asked for: the start variable, its fields, the timer's field."""
+
+    variable: str
+    fields: tuple[str, ...]
+    date_field: str | None = None
+
+
+_snapshots: dict[tuple[str, SnapshotKey], Snapshot | None] = {}
+_snapshots_lock = threading.Lock()
+
+
+def snapshot_of(spec: ProcessSpec, key: SnapshotKey) -> Snapshot | None:
+    """`snapshot(spec, ...)` for `key`, taken once per spec and key in this process."""
+    cached = (spec.checksum, key)
+    with _snapshots_lock:
+        if cached in _snapshots:
+            return _snapshots[cached]
+    snap = snapshot(spec, key.variable, dict.fromkeys(key.fields), date_field=key.date_field)
+    with _snapshots_lock:
+        return _snapshots.setdefault(cached, snap)
+
+
+def deferred(key: SnapshotKey) -> str:
+    """A state to store in place of `stamp(snapshot_of(spec, key), values)`: about 100
+    bytes instead of the whole workflow (~6 kB), for instances that may never step again.
+    `materialize` stamps it when it is read, from the same values.
+
+    The stamped state is this process's snapshot: its task ids and the moment of its run
+    are this process's, as for any snapshot. Nothing outside the state names them: a
+    snapshot has parked no job and opened no user task (else `snapshot` gives None)."""
+    return DEFERRED + json.dumps([key.variable, list(key.fields), key.date_field])
+
+
+def materialize(spec: ProcessSpec, state: str, values: Mapping[str, Any]) -> str:
+    """The serialized workflow a stored state stands for: itself, or a deferred one
+    stamped with `values` (the instance's own, as it was stored with)."""
+    if not state.startswith(DEFERRED):
+        return state
+    try:
+        variable, fields, date_field = json.loads(state[len(DEFERRED):])
+        key = SnapshotKey(str(variable), tuple(str(f) for f in fields),
+                          None if date_field is None else str(date_field))
+    except (ValueError, TypeError) as exc:
+        raise InstanceError(f"unreadable deferred state: {exc}") from None
+    snap = snapshot_of(spec, key)
+    if snap is None:
+        raise InstanceError(f"{spec.key}: no snapshot stands for {key}")
+    try:
+        return stamp(snap, values)
+    except KeyError as exc:
+        raise InstanceError(f"a deferred state misses its value {exc}") from None
+
+
 def serialize(workflow: BpmnWorkflow) -> str:
     return str(SERIALIZER.serialize_json(workflow))
 

@@ -403,10 +403,11 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     if snap is not None:
         # The instances are stored where their first engine run would leave them: the
         # binding adopted, waiting at "bound". No start job, no worker, no engine step.
+        # Stored deferred (`runtime.deferred`): most never step again before they end,
+        # and `instances.document` stamps the snapshot from the row's request and id when
+        # one does.
         def started(instance_id: int, entry: instances.Accepted) -> tuple[str, Any]:
-            values = {**entry.request, "instance_id": instance_id}
-            return runtime.stamp(snap, values), \
-                _expiry(entry) if snap.timer_field else None
+            return _DEFERRED, _expiry(entry) if snap.timer_field else None
 
         stored = instances.store_started(definition, entries, started, instance_ids=(
             [taken[0][n] for n in kept] if taken else None))
@@ -420,20 +421,18 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         found[place] = view(lease, instance_id=instance_id)
 
 
-_snapshots: dict[str, runtime.Snapshot | None] = {}  # by the diagram's checksum
-_FIELDS = ("subnet", "client_id", "hwaddr", "hostname", "requested_ip", "bound_lease_id",
-           "bound_until", "instance_id")  # the request `_bind` stores, and the instance id
+# The request `_bind` stores, and the instance id: what a stamped instance is made of.
+_SNAPSHOT = runtime.SnapshotKey(
+    "lease_request", ("subnet", "client_id", "hwaddr", "hostname", "requested_ip",
+                      "bound_lease_id", "bound_until", "instance_id"), "bound_until")
+_DEFERRED = runtime.deferred(_SNAPSHOT)
 
 
 def _snapshot(definition: definitions.Current) -> runtime.Snapshot | None:
     """The engine's snapshot of a new instance of `definition` that adopted a binding (one
     engine run per definition and process), or None where the diagram does more than wait
     after adopting (a service task, a user task, a relative timer)."""
-    spec = definitions.spec_by_id(definition.id)
-    if spec.checksum not in _snapshots:
-        _snapshots[spec.checksum] = runtime.snapshot(
-            spec, "lease_request", dict.fromkeys(_FIELDS), date_field="bound_until")
-    return _snapshots[spec.checksum]
+    return runtime.snapshot_of(definitions.spec_by_id(definition.id), _SNAPSHOT)
 
 
 def _expiry(entry: instances.Accepted) -> datetime:

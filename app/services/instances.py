@@ -94,8 +94,17 @@ def workflow_of(instance: ProcessInstance) -> Any:
     workflow = _cached(instance)
     if workflow is None:
         workflow = runtime.restore(definitions.spec_by_id(instance.definition_id),
-                                   instance.workflow)
+                                   document(instance))
     return workflow
+
+
+def document(instance: ProcessInstance) -> str:
+    """The instance's stored workflow, serialized. One stored deferred (the DHCP fast path's
+    instances, `runtime.deferred`) is stamped now from the values it was stored with: its
+    request and its id."""
+    return runtime.materialize(definitions.spec_by_id(instance.definition_id),
+                               instance.workflow,
+                               {**dict(instance.request or {}), "instance_id": instance.id})
 
 
 # --- starting ------------------------------------------------------------------------------
@@ -586,7 +595,7 @@ def describe(instance: ProcessInstance, *, with_tasks: bool = False) -> dict[str
         "updated_at": instance.updated_at.isoformat()}
     if with_tasks and instance.workflow:
         workflow = runtime.restore(definitions.spec_by_id(instance.definition_id),
-                                   instance.workflow)
+                                   document(instance))
         out["tasks"] = runtime.task_states(workflow)
         out["jobs"] = [{"id": j.id, "task": j.task_name, "operation": j.operation,
                         "attempt": j.attempt, "status": j.status, "error": j.error}

@@ -99,7 +99,7 @@ def _plan_for(instance: ProcessInstance, source: ProcessDefinition,
         return _blocked("ended", f"the instance has ended ({instance.state})")
     if instance.state != "waiting" or not instance.workflow:
         return _blocked("busy", f"the instance is {instance.state}; try again")
-    plan = engine_migration.plan(definitions.spec_by_id(source.id), instance.workflow,
+    plan = engine_migration.plan(definitions.spec_by_id(source.id), instances.document(instance),
                                  definitions.spec_by_id(target.id), version_label=_label(target))
     return plan.to_dict()
 
@@ -149,7 +149,8 @@ def migrate(key: str, from_version: int, to_version: int, *, actor: str) -> Proc
         if plan["movable"]:
             try:
                 workflow, report = engine_migration.migrate(
-                    old_spec, instance.workflow, new_spec, version_label=_label(target))
+                    old_spec, instances.document(instance), new_spec,
+                    version_label=_label(target))
             except engine_migration.MigrationError as exc:
                 plan = exc.plan.to_dict()
         if workflow is None or report is None:

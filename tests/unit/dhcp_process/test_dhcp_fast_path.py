@@ -76,6 +76,27 @@ def test_an_offer_needs_no_instance_and_the_ack_stores_one_that_adopts_the_bindi
     assert "lease.reserve" not in kinds
 
 
+def test_an_instance_is_stored_as_a_name_for_the_snapshot_and_read_whole(
+        dhcp_app, fast, make_client):
+    """Its row names the engine's snapshot (under 200 bytes, not ~6 kB of workflow); read,
+    it is the whole workflow with its own values, the binding adopted."""
+    from app.engine import runtime
+    from app.services import instances
+
+    client = make_client(140)
+    ack = dora(fast, client)
+    with dhcp_app.app_context():
+        row = db.session.execute(select(ProcessInstance).where(
+            ProcessInstance.client_id == dhcp.client_key(client.client_id))).scalar_one()
+        assert row.workflow.startswith(runtime.DEFERRED) and len(row.workflow) < 200
+        shown = instances.describe(row, with_tasks=True)
+        data = runtime.data_of(instances.workflow_of(row))
+    states = {t["element"]: t["state"] for t in shown["tasks"]}
+    assert states["adopt_binding"] == "COMPLETED"
+    assert data["lease_request"]["instance_id"] == row.id
+    assert data["lease_request"]["requested_ip"] == ack.address
+
+
 def test_a_retransmitted_discover_gets_the_same_offer(dhcp_app, fast, make_client):
     client = make_client(2)
     first = fast.offer(client, None, time.time())
@@ -461,3 +482,35 @@ def test_a_follower_that_cannot_read_says_so_once_and_carries_on(
     assert sum("not following the ledger" in m for m in messages) == 1
     assert any("following the ledger again" in m for m in messages)
     assert behind.index.holder(CIDR, parse_address(bound[0].address, field="address"))
+
+
+def test_an_instance_stored_as_a_snapshot_name_moves_to_a_new_version_and_back(
+        dhcp_app, fast, make_client):
+    """A process migration reads the instance whole; reverting puts back what was stored."""
+    from app.engine import runtime
+    from app.services import definitions, migration
+    from app.services.uow import unit_of_work
+
+    client = make_client(141)
+    dora(fast, client)
+    shipped = (definitions.PROCESSES_DIR / "dhcp_lease.bpmn").read_text()
+    renamed = shipped.replace("Adopt the server's binding", "Take over the binding")
+    assert renamed != shipped
+    with dhcp_app.app_context(), unit_of_work():
+        v1 = definitions.current(dhcp.PROCESS_KEY).version
+        v2 = definitions.store(renamed, author="test", activate=False).version
+    with dhcp_app.app_context():
+        planned = migration.dry_run(dhcp.PROCESS_KEY, v1, v2)
+    assert planned["movable"] == 1, planned
+    with dhcp_app.app_context(), unit_of_work():
+        run = migration.migrate(dhcp.PROCESS_KEY, v1, v2, actor="test")
+        assert run.moved == 1
+        run_id = run.id
+    with dhcp_app.app_context():
+        row = db.session.execute(select(ProcessInstance)).scalar_one()
+        assert row.definition.version == v2 and not row.workflow.startswith(runtime.DEFERRED)
+    with dhcp_app.app_context(), unit_of_work():
+        migration.revert(dhcp.PROCESS_KEY, run_id, actor="test")
+    with dhcp_app.app_context():
+        row = db.session.execute(select(ProcessInstance)).scalar_one()
+        assert row.definition.version == v1 and row.workflow.startswith(runtime.DEFERRED)

@@ -66,3 +66,48 @@ def test_a_stamped_value_is_exactly_what_json_dumps_writes(value) -> None:
     from app.engine.runtime import _json
 
     assert _json(value) == json.dumps(value)
+
+
+KEY = runtime.SnapshotKey("lease_request", FIELDS, "bound_until")
+
+
+def test_a_deferred_state_is_stamped_when_read_into_the_instance_a_real_start_makes():
+    dhcp = spec("dhcp_lease")
+    stored = runtime.deferred(KEY)
+    assert stored.startswith(runtime.DEFERRED) and len(stored) < 200  # not ~6 kB
+    state = runtime.materialize(dhcp, stored, values())
+    real, report = runtime.start(dhcp, {"lease_request": values()})
+    restored = runtime.restore(dhcp, state)
+    assert runtime.data_of(restored) == runtime.data_of(real)
+    assert runtime.fire_timers(restored).wake_at == report.wake_at
+    assert runtime.snapshot_of(dhcp, KEY) is runtime.snapshot_of(dhcp, KEY)  # taken once
+
+
+def test_a_state_that_is_not_deferred_is_read_as_stored():
+    dhcp = spec("dhcp_lease")
+    real, _ = runtime.start(dhcp, {"lease_request": values()})
+    state = runtime.serialize(real)
+    assert runtime.materialize(dhcp, state, {}) == state
+
+
+@pytest.mark.parametrize(("state", "says"), [
+    (runtime.DEFERRED + "not json", "unreadable deferred state"),
+    (runtime.DEFERRED + '["lease_request", 3, null]', "unreadable deferred state"),
+])
+def test_a_deferred_state_that_cannot_be_read_is_an_instance_error(state, says):
+    with pytest.raises(runtime.InstanceError, match=says):
+        runtime.materialize(spec("dhcp_lease"), state, values())
+
+
+def test_a_deferred_state_of_a_diagram_no_snapshot_stands_for_is_an_instance_error():
+    # e.g. stored under a diagram whose first run parks a service task
+    key = runtime.SnapshotKey("lease_request", ("subnet", "client_id", "instance_id"))
+    with pytest.raises(runtime.InstanceError, match="no snapshot stands for"):
+        runtime.materialize(spec("lease_lifecycle"), runtime.deferred(key),
+                            {"subnet": "10.0.0.0/24", "client_id": "a", "instance_id": 1})
+
+
+def test_a_deferred_state_without_one_of_its_values_is_an_instance_error():
+    values_without_id = {k: v for k, v in values().items() if k != "instance_id"}
+    with pytest.raises(runtime.InstanceError, match="misses its value"):
+        runtime.materialize(spec("dhcp_lease"), runtime.deferred(KEY), values_without_id)
