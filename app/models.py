@@ -204,7 +204,7 @@ class AuditEntry(db.Model):  # type: ignore[name-defined, misc]
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str] = mapped_column(String(120))
-    kind: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(64))  # not indexed: read by seq or subject
     subject: Mapped[str] = mapped_column(String(255), index=True)
     payload: Mapped[str] = mapped_column(Text)  # canonical JSON, hashed as is
     prev_hash: Mapped[str] = mapped_column(String(64))
