@@ -32,18 +32,24 @@ BATCH = 5000  # ledger entries read per statement
 _HEAD = text("SELECT seq FROM ledger_head WHERE id = 1")
 _LEASES = text("SELECT l.id, s.cidr, l.address, l.client_id, l.state"
                " FROM leases l JOIN subnets s ON s.id = l.subnet_id ORDER BY l.id")
-# Every entry after the last one applied, so the index moves past entries of other kinds
-# too; the lease's id, client and state taken out of the payload by the database, and only
-# for lease changes (renewals change no holder).
+# The entries after the last one applied (a batch of them): of the lease changes among
+# them (renewals change no holder), the lease's id, client and state, taken out of the
+# payload by the database; then one row with the batch's last seq and size, so the index
+# moves past entries of other kinds without fetching them.
 _ENTRIES_PG = (
-    "SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state' FROM audit_log,"
-    " LATERAL (SELECT CASE WHEN kind LIKE 'lease.%%' AND kind <> 'lease.renew'"
-    " THEN payload::json -> 'data' END AS d) AS j WHERE seq > %s ORDER BY seq LIMIT %s")
+    "WITH e AS (SELECT seq, kind, subject, payload FROM audit_log WHERE seq > %s"
+    " ORDER BY seq LIMIT %s)"
+    " SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state', NULL::bigint"
+    " FROM e, LATERAL (SELECT payload::json -> 'data' AS d) AS j"
+    " WHERE kind LIKE 'lease.%%' AND kind <> 'lease.renew'"
+    " UNION ALL SELECT max(seq), NULL, NULL, NULL, NULL, count(*) FROM e ORDER BY 1")
 _ENTRIES = text(
-    "SELECT seq, subject, json_extract(d, '$.lease_id'), json_extract(d, '$.client_id'),"
-    " json_extract(d, '$.state') FROM (SELECT seq, subject, CASE WHEN kind LIKE 'lease.%'"
-    " AND kind <> 'lease.renew' THEN json_extract(payload, '$.data') END AS d"
-    " FROM audit_log WHERE seq > :after ORDER BY seq LIMIT :batch) ORDER BY seq")
+    "WITH e AS (SELECT seq, kind, subject, payload FROM audit_log WHERE seq > :after"
+    " ORDER BY seq LIMIT :batch)"
+    " SELECT seq, subject, json_extract(payload, '$.data.lease_id'),"
+    " json_extract(payload, '$.data.client_id'), json_extract(payload, '$.data.state'),"
+    " NULL FROM e WHERE kind LIKE 'lease.%' AND kind <> 'lease.renew'"
+    " UNION ALL SELECT max(seq), NULL, NULL, NULL, NULL, count(*) FROM e ORDER BY 1")
 
 
 def load() -> LeaseIndex:
@@ -68,12 +74,13 @@ def catch_up(index: LeaseIndex) -> int:
         else:
             rows = db.session.execute(_ENTRIES, {"after": index.seq, "batch": BATCH}).all()
         db.session.rollback()
-        if not rows:
+        last, count = next((row[0], row[5]) for row in rows if row[5] is not None)
+        if not count:
             return read
-        changes = (_change(*row) for row in rows if row[2] is not None)
-        index.apply([change for change in changes if change is not None], rows[-1][0])
-        read += len(rows)
-        if len(rows) < BATCH:
+        changes = (_change(*row[:5]) for row in rows if row[5] is None)
+        index.apply([change for change in changes if change is not None], last)
+        read += count
+        if count < BATCH:
             return read
 
 
