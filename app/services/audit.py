@@ -29,30 +29,33 @@ def _head() -> LedgerHead:
 
 
 def flush(entries: Sequence[dict[str, Any]]) -> None:
-    """Append `entries` under the head's lock. On PostgreSQL: the lock, then the rows and
-    the head's move as one statement (`uow.insert_tables`), then the caller's COMMIT: the
-    lock is held for two round trips."""
+    """Append `entries` under the head's lock. Their canonical payloads are written first,
+    before the lock: under it only the chain's hashes are left to compute. On PostgreSQL:
+    the lock, then the rows and the head's move as one statement (`uow.insert_tables`),
+    then the caller's COMMIT: the lock is held for two round trips."""
     if not entries:
         return
+    payloads = [canonical_json({"kind": entry["kind"], "subject": entry["subject"],
+                                "actor": entry["actor"], "data": entry["payload"]})
+                for entry in entries]
     raw = plain_sql.driver()
     row = raw.execute(_HEAD_PG).fetchone() if raw is not None else None
     if row is not None:
-        rows, seq, prev = _chained(entries, *row)
+        rows, seq, prev = _chained(entries, payloads, *row)
         uow.insert_tables([(AuditEntry.__table__, rows)], then=(_MOVE_PG, (seq, prev)))
         return
     head = _head()  # SQLite, or no head row yet
-    rows, head.seq, head.hash = _chained(entries, head.seq, head.hash)
+    rows, head.seq, head.hash = _chained(entries, payloads, head.seq, head.hash)
     uow.insert_rows(AuditEntry.__table__, rows)
 
 
-def _chained(entries: Sequence[dict[str, Any]], seq: int,
+def _chained(entries: Sequence[dict[str, Any]], payloads: Sequence[str], seq: int,
              prev: str) -> tuple[list[dict[str, Any]], int, str]:
-    """The audit rows of `entries` after (seq, prev), and the new head."""
+    """The audit rows of `entries` (with their canonical `payloads`) after (seq, prev), and
+    the new head."""
     rows = []
-    for entry in entries:
+    for entry, payload in zip(entries, payloads, strict=True):
         seq += 1
-        payload = canonical_json({"kind": entry["kind"], "subject": entry["subject"],
-                                  "actor": entry["actor"], "data": entry["payload"]})
         digest = row_hash(prev, seq, payload)
         rows.append({"seq": seq, "actor": entry["actor"], "kind": entry["kind"],
                      "subject": entry["subject"], "payload": payload, "prev_hash": prev,
