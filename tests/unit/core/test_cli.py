@@ -57,14 +57,17 @@ def test_subnet_then_lease_from_the_shell(migrated: Path) -> None:
     assert "shell-1" in listing.stdout and "bound" in listing.stdout
 
 
-def test_the_migrations_leave_the_loggers_that_exist_on(tmp_path):
+def test_the_migrations_leave_the_logging_set_up_as_it_was(tmp_path):
     """Alembic's logging set-up (migrations/env.py) runs with every upgrade, also inside a
-    server that migrates at start: it must not disable the loggers already made, or that
-    server's warnings vanish."""
+    server that migrates at start: it must not disable the loggers already made nor replace
+    the handlers, or that server's warnings vanish."""
     import logging
 
     from app.services import lease_index  # its logger exists before the upgrade
     from lf_support import make_app
 
+    handlers = list(logging.getLogger().handlers)
+    assert handlers  # pytest's own capture
     make_app(tmp_path)
     assert not logging.getLogger(lease_index.__name__).disabled
+    assert logging.getLogger().handlers == handlers
