@@ -16,7 +16,7 @@ import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from ..extensions import db
 from ..ipam.addresses import IpamError, parse_address
@@ -64,16 +64,13 @@ def load() -> LeaseIndex:
     return index
 
 
-def catch_up(index: LeaseIndex) -> int:
-    """Apply the ledger's entries after `index.seq`; how many were read."""
+def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:
+    """Apply the ledger's entries after `index.seq`; how many were read. On `connection`
+    (PostgreSQL, in autocommit, kept by a `Follower`), else in the session's transaction,
+    ended."""
     read = 0
     while True:
-        raw = plain_sql.driver()
-        if raw is not None:
-            rows = raw.execute(_ENTRIES_PG, (index.seq, BATCH)).fetchall()
-        else:
-            rows = db.session.execute(_ENTRIES, {"after": index.seq, "batch": BATCH}).all()
-        db.session.rollback()
+        rows = _entries(index.seq, connection)
         last, count = next((row[0], row[5]) for row in rows if row[5] is not None)
         if not count:
             return read
@@ -82,6 +79,19 @@ def catch_up(index: LeaseIndex) -> int:
         read += count
         if count < BATCH:
             return read
+
+
+def _entries(after: int, connection: Connection | None) -> list[Any]:
+    if connection is None:
+        raw = plain_sql.driver()
+        try:
+            if raw is not None:
+                return list(raw.execute(_ENTRIES_PG, (after, BATCH)).fetchall())
+            return list(db.session.execute(_ENTRIES, {"after": after, "batch": BATCH}).all())
+        finally:
+            db.session.rollback()
+    driver: Any = connection.connection.driver_connection  # PostgreSQL's (psycopg)
+    return list(driver.execute(_ENTRIES_PG, (after, BATCH)).fetchall())
 
 
 def _change(seq: int, subject: str, lease_id: Any, client_id: Any,
@@ -98,14 +108,18 @@ def _change(seq: int, subject: str, lease_id: Any, client_id: Any,
 
 
 class Follower:
-    """Keeps `index` current on a daemon thread: `catch_up` every `every` seconds. A failed
-    read (the database away) is logged once and tried again; the index stays as it was."""
+    """Keeps `index` current on a daemon thread: `catch_up` every `every` seconds, on
+    PostgreSQL on a connection of its own in autocommit (one statement per round, no
+    transaction, no session). A failed
+    read (the database away) is logged once and tried again on a new connection; the index
+    stays as it was meanwhile."""
 
     def __init__(self, app: Flask, index: LeaseIndex, *, every: float = 0.02,
                  guard: AbstractContextManager[Any] | None = None) -> None:
         # guard: held around each read (e.g. the DHCP server's SQLite turn)
         self.app, self.index, self.every = app, index, every
         self._guard = guard if guard is not None else contextlib.nullcontext()
+        self._connection: Connection | None = None
         self._stop = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="lease-index", daemon=True)
@@ -117,9 +131,18 @@ class Follower:
 
     def step(self) -> None:
         try:
-            with self._guard, self.app.app_context():
-                catch_up(self.index)
+            with self._guard:
+                if self._connection is None:
+                    with self.app.app_context():
+                        if db.engine.dialect.name == "postgresql":
+                            self._connection = db.engine.connect().execution_options(
+                                isolation_level="AUTOCOMMIT")
+                        else:  # SQLite: in the session's short read, as every reader
+                            catch_up(self.index)  # there (transactions take turns: guard)
+                if self._connection is not None:
+                    catch_up(self.index, self._connection)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
+            self._drop_connection()
             if not self._failing:
                 log.warning("lease index not following the ledger: %s", exc)
             self._failing = True
@@ -128,6 +151,14 @@ class Follower:
                 log.info("lease index following the ledger again")
             self._failing = False
 
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+                connection.close()
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._drop_connection()

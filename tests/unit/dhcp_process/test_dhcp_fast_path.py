@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -467,11 +468,11 @@ def test_a_follower_that_cannot_read_says_so_once_and_carries_on(
     real = lease_index.catch_up
     failures = iter([RuntimeError("database away"), RuntimeError("database away")])
 
-    def flaky(index: object) -> int:
+    def flaky(*args: Any) -> int:
         failure = next(failures, None)
         if failure is not None:
             raise failure
-        return real(index)  # type: ignore[arg-type]
+        return real(*args)
 
     bound = bound_elsewhere(dhcp_app, [make_client(130)])
     monkeypatch.setattr(lease_index, "catch_up", flaky)
@@ -514,3 +515,31 @@ def test_an_instance_stored_as_a_snapshot_name_moves_to_a_new_version_and_back(
     with dhcp_app.app_context():
         row = db.session.execute(select(ProcessInstance)).scalar_one()
         assert row.definition.version == v1 and row.workflow.startswith(runtime.DEFERRED)
+
+
+@pytest.mark.integration
+def test_a_follower_whose_connection_is_cut_follows_again_on_a_new_one(
+        tmp_path, add_subnet, make_client, pg_database, caplog):
+    from sqlalchemy import text
+
+    with running_app(tmp_path, database_url=pg_database) as pg_app:
+        app = add_subnet(pg_app)
+        backend = FastLeaseBackend(app, patience=20.0, follow_every=3600.0)
+        try:
+            follower = backend._follower
+            follower.step()  # opens its own connection
+            assert follower._connection is not None
+            pid = follower._connection.connection.driver_connection.info.backend_pid
+            with app.app_context():
+                db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                db.session.commit()
+            [bound] = bound_elsewhere(app, [make_client(150)])
+            with caplog.at_level("INFO", logger="app.services.lease_index"):
+                follower.step()  # its connection is gone
+                follower.step()  # a new one
+            messages = [r.getMessage() for r in caplog.records]
+            assert sum("not following the ledger" in m for m in messages) == 1
+            assert any("following the ledger again" in m for m in messages)
+            assert backend.index.holder(CIDR, parse_address(bound.address, field="address"))
+        finally:
+            backend.close()
