@@ -491,7 +491,7 @@ def parser() -> argparse.ArgumentParser:
     ct.add_parser("build").set_defaults(func=cmd_contract_build)
     b = sub.add_parser("bench", help="benchmarks (bench/)")
     b.add_argument("name", choices=["pipeline", "engine", "chain", "dhcp", "dhcp_codec",
-                                      "dhcp_process", "dhcp_groups"])
+                                      "dhcp_process", "dhcp_groups", "lease_index"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     return p
