@@ -40,7 +40,11 @@ R = TypeVar("R")
 class GroupCommit(Generic[T, R]):
     def __init__(self, app: Flask, run: Callable[[Sequence[T]], Sequence[R | BaseException]],
                  *, name: str, max_group: int = 64, window: float = 0.0,
+                 busy_window: float = 0.0,
                  guard: AbstractContextManager[Any] | None = None, threads: int = 1) -> None:
+        # busy_window: how long a group gathers once the one before held more than one item
+        # (callers are arriving together): fewer, larger groups under load, and a lone
+        # caller still runs at once.
         # guard: held around each group's transaction (e.g. the DHCP server's SQLite turn).
         # threads: groups committing at once; while one waits for the database another
         # runs (`run` must then tolerate a concurrent group, as separate processes would).
@@ -50,6 +54,8 @@ class GroupCommit(Generic[T, R]):
         self._name = name
         self._max = max_group
         self._window = window
+        self._busy_window = max(window, busy_window)
+        self._last_size = 0  # the size of the group gathered last
         self._queue: queue.SimpleQueue[tuple[T, Pending[R]] | None] = queue.SimpleQueue()
         self._gather_lock = threading.Lock()  # one thread gathers a group at a time
         self._threads = [threading.Thread(target=self._loop, name=f"leaseflow-{name}-{n}",
@@ -75,7 +81,8 @@ class GroupCommit(Generic[T, R]):
 
     def _gather(self, first: tuple[T, Pending[R]]) -> tuple[list[tuple[T, Pending[R]]], bool]:
         group, closing = [first], False
-        deadline = time.monotonic() + self._window
+        window = self._busy_window if self._last_size > 1 else self._window
+        deadline = time.monotonic() + window
         while len(group) < self._max:
             remaining = deadline - time.monotonic()
             try:
@@ -87,6 +94,7 @@ class GroupCommit(Generic[T, R]):
                 closing = True
                 break
             group.append(entry)
+        self._last_size = len(group)
         return group, closing
 
     def _loop(self) -> None:
