@@ -43,6 +43,16 @@ def fresh_database(base: str) -> str:
     return make_url(base).set(database=DATABASE).render_as_string(hide_password=False)
 
 
+def fresh_database_or_say(bench: str, base: str) -> str | None:
+    """`fresh_database(base)`, or None after one line on stderr saying it is unreachable."""
+    try:
+        return fresh_database(base)
+    except Exception as exc:  # noqa: BLE001 - one line on stderr, as for every bench
+        print(f"bench {bench}: database at {make_url(base).render_as_string()}"
+              f" not reachable: {exc}", file=sys.stderr)
+        return None
+
+
 def make_app(url: str) -> Any:
     from flask_migrate import upgrade
 
@@ -122,11 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "LEASEFLOW_TEST_DATABASE_URL", DEFAULT_BASE))
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    try:
-        url = fresh_database(args.database_url)
-    except Exception as exc:  # noqa: BLE001 - one line on stderr, as for every bench
-        print(f"bench dhcp_groups: database at {make_url(args.database_url).render_as_string()}"
-              f" not reachable: {exc}", file=sys.stderr)
+    url = fresh_database_or_say("dhcp_groups", args.database_url)
+    if url is None:
         return 1
     driver = Driver(make_app(url))
     driver.dora(8)  # warm: the engine snapshot, statement caches

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.dhcp_groups import DEFAULT_BASE, fresh_database, make_app
+from bench.dhcp_groups import DEFAULT_BASE, fresh_database_or_say, make_app
 
 CIDR, POOL = "10.96.0.0/12", "10.96.0.10-10.111.255.250"  # room for a few million leases
 # One statement: N leases on the bench subnet, each its own client and address.
@@ -50,11 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench lease_index: --leases must be 1..{size:,} (the bench pool)",
               file=sys.stderr)
         return 2
-    try:
-        url = fresh_database(args.database_url)
-    except Exception as exc:  # noqa: BLE001 - one line on stderr, as for every bench
-        print(f"bench lease_index: database at {make_url(args.database_url).render_as_string()}"
-              f" not reachable: {exc}", file=sys.stderr)
+    url = fresh_database_or_say("lease_index", args.database_url)
+    if url is None:
         return 1
     app = make_app(url)
     from app.services import subnets
@@ -70,21 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with app.app_context():
         began = time.perf_counter()
-        index = lease_index.load()
+        lease_index.load()  # timed, then dropped
         seconds = time.perf_counter() - began
-        holding = len(index)
-        del index
         gc.collect()
         tracemalloc.start()
-        index = lease_index.load()
+        index = lease_index.load()  # measured while it is alive
         kept, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
+        holding = len(index)
     dialect = make_url(url).get_backend_name()
     print(f"lease index at start, {dialect}: {args.leases:,} leases ({holding:,} holding)")
     print(f"load {seconds:.2f} s ({args.leases / seconds:,.0f} leases/s); index "
           f"{kept / args.leases:,.0f} bytes per lease ({kept / 2**20:,.0f} MiB); "
           f"peak while loading {peak / 2**20:,.0f} MiB (tracemalloc)")
-    del index
     return 0
 
 

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from app.dhcp.backend import Binding, Client, Refusal
 from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
-from app.ipam.allocator import Pool, Stripe
+from app.extensions import db
+from app.ipam.allocator import Stripe
 from app.ipam.offers import OfferBook
 from app.pending import Pending
 from app.services import dhcp, dora, lease_index, subnets
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from app.services.group import GroupCommit
 
 log = logging.getLogger(__name__)
-POOLS_FRESH = 1.0  # seconds a subnet's pool is used as read, as `subnets.known` does
 
 
 class FastLeaseBackend(ProcessLeaseBackend):
@@ -52,12 +52,12 @@ class FastLeaseBackend(ProcessLeaseBackend):
         super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
         with app.app_context():
             self._read(dora.check_process)  # fail at start, not on the first REQUEST
-            index = self._read(lease_index.load)
+            # DISCOVERs are answered from memory: the index follows the ledger on a thread.
+            self.index = self._read(lease_index.load)
+            self._engine = db.engine  # whose subnets' copies the receive loop reads
         self.book = OfferBook(stripe=stripe)  # stripe: one of several processes
-        # DISCOVERs are answered from memory: the index follows the ledger on its own thread.
-        self.index = index
-        self._pools: dict[str, tuple[float, Pool]] = {}  # subnet -> (read at, its pool)
-        self._follower = lease_index.Follower(app, index, every=follow_every, guard=self._turn)
+        self._follower = lease_index.Follower(app, self.index, every=follow_every,
+                                              guard=self._turn)
         # Offers the index cannot decide (reads) and bindings (writes) group separately: a
         # DISCOVER never waits behind a group of bindings. One group of bindings at a time
         # by default: with the offers answered from memory, a second one committing beside
@@ -127,17 +127,15 @@ class FastLeaseBackend(ProcessLeaseBackend):
     def _offer_now(self, ask: dora.Discover) -> dora.Offered | None:
         """The OFFER from memory (`dora.offer_indexed`); None: a group reads the database
         (a nearly full pool, or a subnet this process cannot read now)."""
-        now = time.monotonic()
-        known = self._pools.get(ask.cidr)
-        if known is None or now - known[0] >= POOLS_FRESH:
+        known = subnets.known_copy(ask.cidr, self._engine)
+        if known is None:  # once a second: read it again, in an app context
             try:
                 with self.app.app_context():
-                    known = (now, subnets.known(ask.cidr).pool)
+                    known = subnets.known(ask.cidr)
             except Exception:  # noqa: BLE001 - the group's transaction reports it
                 return None
-            self._pools[ask.cidr] = known
-        offered = dora.offer_indexed(ask, index=self.index, book=self.book, pool=known[1],
-                                     now=now)
+        offered = dora.offer_indexed(ask, index=self.index, book=self.book, pool=known.pool,
+                                     now=time.monotonic())
         return offered if isinstance(offered, dora.Offered) else None
 
     def _call(self, call: str, client: Client,

@@ -203,19 +203,25 @@ def offer_indexed(ask: Discover, *, index: LeaseIndex, book: OfferBook, pool: Po
     holder = index.holding(ask.cidr, ask.client_id)
     if holder is not None:  # a client rebooting, or asking again: its own lease
         return Offered(int_to_ip(holder.address))
+    until = now + ask.offer_lifetime
+    for address in _candidates(ask, pool, index.previous(ask.cidr, ask.client_id), book):
+        if index.holder(ask.cidr, address) is None and \
+                book.claim(ask.cidr, ask.client_id, address, until, now):
+            return Offered(int_to_ip(address))
+    return UNDECIDED
+
+
+def _candidates(ask: Discover, pool: Pool, previous: int | None,
+                book: OfferBook) -> list[int]:
+    """The addresses to try for a client without a lease, best first: its previous one,
+    the one it asks for (if it parses), then random probes of this server's stripe."""
     try:
         requested = parse_address(ask.requested_ip, field="requested_ip") \
             if ask.requested_ip else None
     except IpamError:
         requested = None
-    queue = preferred(pool, current=None, previous=index.previous(ask.cidr, ask.client_id),
-                      requested=requested) + random_probes(pool, PROBES, _rng, book.stripe)
-    until = now + ask.offer_lifetime
-    for address in queue:
-        if index.holder(ask.cidr, address) is None and \
-                book.claim(ask.cidr, ask.client_id, address, until, now):
-            return Offered(int_to_ip(address))
-    return UNDECIDED
+    return preferred(pool, current=None, previous=previous, requested=requested) \
+        + random_probes(pool, PROBES, _rng, book.stripe)
 
 
 def _choose(asks: Sequence[Discover], places: Sequence[int],
@@ -237,16 +243,8 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
         if any(row.state in HOLDING for row in rows):
             holding.append(place)  # a client rebooting, or asking again: its own lease
             continue
-        pool = target[ask.cidr].pool
-        try:
-            requested = parse_address(ask.requested_ip, field="requested_ip") \
-                if ask.requested_ip else None
-        except IpamError:
-            requested = None
-        queues[place] = preferred(pool, current=None,
-                                  previous=rows[0].address if rows else None,
-                                  requested=requested) \
-            + random_probes(pool, PROBES, _rng, book.stripe)
+        queues[place] = _candidates(ask, target[ask.cidr].pool,
+                                    rows[0].address if rows else None, book)
     if holding:
         held = _holding([(ask_at[p].cidr, ask_at[p].client_id) for p in holding])
         for place in holding:

@@ -39,6 +39,14 @@ class Fresh(Generic[K, V]):
         here[key] = (now, value)
         return value
 
+    def copy(self, key: K, engine: Any) -> V | None:
+        """This process's copy for `engine`'s database while it is fresh, else None: no
+        read, and no app context needed (the DHCP server's receive loop runs outside one)."""
+        hit = self._copies.get(engine, {}).get(key)
+        if hit is not None and time.monotonic() - hit[0] < self._seconds:
+            return hit[1]
+        return None
+
     def forget(self) -> None:
         """Drop this process's copies: the next `get` reads the database."""
         self._copies.clear()

@@ -90,7 +90,7 @@ def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:
         last, count = next((row[0], row[5]) for row in rows if row[5] is not None)
         if not count:
             return read
-        changes = (_change(*row[:5]) for row in rows if row[5] is None)
+        changes = (_change(*row[1:5]) for row in rows if row[5] is None)
         index.apply([change for change in changes if change is not None], last)
         read += count
         if count < BATCH:
@@ -98,20 +98,18 @@ def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:
 
 
 def _entries(after: int, connection: Connection | None) -> list[Any]:
-    if connection is None:
-        raw = plain_sql.driver()
-        try:
-            if raw is not None:
-                return list(raw.execute(_ENTRIES_PG, (after, BATCH)).fetchall())
-            return list(db.session.execute(_ENTRIES, {"after": after, "batch": BATCH}).all())
-        finally:
+    raw = plain_sql.driver() if connection is None else \
+        connection.connection.driver_connection  # PostgreSQL's (psycopg)
+    try:
+        if raw is not None:
+            return list(raw.execute(_ENTRIES_PG, (after, BATCH)).fetchall())
+        return list(db.session.execute(_ENTRIES, {"after": after, "batch": BATCH}).all())
+    finally:
+        if connection is None:
             db.session.rollback()
-    driver: Any = connection.connection.driver_connection  # PostgreSQL's (psycopg)
-    return list(driver.execute(_ENTRIES_PG, (after, BATCH)).fetchall())
 
 
-def _change(seq: int, subject: str, lease_id: Any, client_id: Any,
-            state: Any) -> Change | None:
+def _change(subject: str, lease_id: Any, client_id: Any, state: Any) -> Change | None:
     """The change a `lease.*` entry records (subject `cidr/address`), or None if the entry
     does not name a lease as these do."""
     cidr, _, address = subject.rpartition("/")
@@ -124,17 +122,19 @@ def _change(seq: int, subject: str, lease_id: Any, client_id: Any,
 
 
 class Follower:
-    """Keeps `index` current on a daemon thread: `catch_up` every `every` seconds, on
+    """Keeps `index` current on a daemon thread: `catch_up` every `every` seconds. On
     PostgreSQL on a connection of its own in autocommit (one statement per round, no
-    transaction, no session). A failed
-    read (the database away) is logged once and tried again on a new connection; the index
-    stays as it was meanwhile."""
+    transaction, no session); on SQLite in the session's short read, as every reader there
+    (its transactions take turns: `guard`). A failed read (the database away) is logged
+    once and tried again on a new connection; the index stays as it was meanwhile."""
 
     def __init__(self, app: Flask, index: LeaseIndex, *, every: float = 0.02,
                  guard: AbstractContextManager[Any] | None = None) -> None:
         # guard: held around each read (e.g. the DHCP server's SQLite turn)
         self.app, self.index, self.every = app, index, every
         self._guard = guard if guard is not None else contextlib.nullcontext()
+        with app.app_context():
+            self._postgresql = db.engine.dialect.name == "postgresql"
         self._connection: Connection | None = None
         self._stop = threading.Event()
         self._failing = False
@@ -148,15 +148,7 @@ class Follower:
     def step(self) -> None:
         try:
             with self._guard:
-                if self._connection is None:
-                    with self.app.app_context():
-                        if db.engine.dialect.name == "postgresql":
-                            self._connection = db.engine.connect().execution_options(
-                                isolation_level="AUTOCOMMIT")
-                        else:  # SQLite: in the session's short read, as every reader
-                            catch_up(self.index)  # there (transactions take turns: guard)
-                if self._connection is not None:
-                    catch_up(self.index, self._connection)
+                self._catch_up()
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             self._drop_connection()
             if not self._failing:
@@ -166,6 +158,17 @@ class Follower:
             if self._failing:
                 log.info("lease index following the ledger again")
             self._failing = False
+
+    def _catch_up(self) -> None:
+        if not self._postgresql:
+            with self.app.app_context():
+                catch_up(self.index)
+            return
+        if self._connection is None:
+            with self.app.app_context():
+                self._connection = db.engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT")
+        catch_up(self.index, self._connection)
 
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None

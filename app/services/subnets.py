@@ -182,6 +182,11 @@ def known(cidr: str) -> Known:
     return _known.get(cidr)
 
 
+def known_copy(cidr: str, engine: Any) -> Known | None:
+    """`known(cidr)` if this process's copy for `engine` is fresh, else None (no read)."""
+    return _known.copy(cidr, engine)
+
+
 def pool_of(subnet: Subnet) -> Pool:
     key = (subnet.id, repr((subnet.cidr, subnet.pools, subnet.excluded)))
     pool = _pool_cache.get(key)

@@ -35,3 +35,21 @@ def test_a_deploy_made_here_is_seen_at_once(app: Flask) -> None:
                                        author="test")
         after = definitions.current("dhcp_lease")
         assert after.version == before.version + 1 and after.id == stored.id
+
+
+def test_a_fresh_copy_is_read_without_an_app_context_and_a_stale_one_is_not_given(
+        app: Flask) -> None:
+    with app.app_context(), unit_of_work():
+        subnet_id = subnets.create({"cidr": "10.71.0.0/24", "pools": ["10.71.0.10-10.71.0.20"],
+                                    "lease_time": 600}, actor="test").id
+    with app.app_context():
+        from app.extensions import db
+
+        engine = db.engine
+        assert subnets.known_copy("10.71.0.0/24", engine) is None  # never read here yet
+        subnets.known("10.71.0.0/24")
+    copy = subnets.known_copy("10.71.0.0/24", engine)  # outside any app context
+    assert copy is not None and copy.id == subnet_id and copy.lease_time == 600
+    with app.app_context(), unit_of_work():
+        subnets.update(subnet_id, {"lease_time": 900}, actor="test")  # forgets the copies
+    assert subnets.known_copy("10.71.0.0/24", engine) is None
