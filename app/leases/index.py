@@ -12,6 +12,10 @@ chooses what to offer. The binding is decided by the database's unique index, as
 address bound elsewhere a moment ago may be offered once, and then the REQUEST is refused
 (DHCPNAK) and the client starts over, as with two servers sharing a database.
 
+Each holder also carries its lease's expiry as the ledger last described it (a renewal's
+entry moves it), so a renewal the lease's last write covers can be answered from here
+(`app.dhcp.reuse`).
+
 Thread-safe: one thread applies entries while the server's threads read.
 """
 
@@ -32,16 +36,19 @@ class Holder(NamedTuple):  # a tuple: thousands are made a second, as the ledger
     address: int
     client_id: str
     state: str
+    expires_at: float | None = None  # POSIX seconds
 
 
 class Change(NamedTuple):
-    """One lease's state after a change (a `lease.*` ledger entry); `subnet`: its CIDR."""
+    """One lease's state after a change (a `lease.*` ledger entry); `subnet`: its CIDR,
+    `expires_at`: its expiry in POSIX seconds, if it has one."""
 
     subnet: str
     lease_id: int
     address: int
     client_id: str
     state: str
+    expires_at: float | None = None
 
 
 class LeaseIndex:
@@ -54,6 +61,7 @@ class LeaseIndex:
         self._by_address: dict[str, dict[int, Holder]] = {}
         self._by_client: dict[str, dict[str, Holder]] = {}
         self._latest: dict[str, dict[str, tuple[int, int]]] = {}  # -> (lease id, address)
+        self._let_go: set[int] = set()  # leases given back here, not yet ended in the ledger
         self.seq = 0  # the last ledger entry applied
 
     def __len__(self) -> int:
@@ -68,7 +76,7 @@ class LeaseIndex:
                 self.seq = max(self.seq, seq)
 
     def _apply(self, change: Change) -> None:
-        subnet, lease_id, address, client_id, state = change
+        subnet, lease_id, address, client_id, state, expires_at = change
         latest = self._latest.setdefault(subnet, {})
         last = latest.get(client_id)
         if last is None or last[0] <= lease_id:
@@ -77,11 +85,14 @@ class LeaseIndex:
         by_client = self._by_client.setdefault(subnet, {})
         mine = by_client.get(client_id)
         if state in _HOLDING:
-            holder = Holder(lease_id, address, client_id, state)
+            if lease_id in self._let_go:
+                return  # an entry from before the client gave it back
+            holder = Holder(lease_id, address, client_id, state, expires_at)
             by_address[address] = holder
             if mine is None or mine.lease_id <= lease_id:
                 by_client[client_id] = holder
             return
+        self._let_go.discard(lease_id)
         held = by_address.get(address)
         if held is not None and held.lease_id == lease_id:
             del by_address[address]
@@ -96,6 +107,19 @@ class LeaseIndex:
         """The address of the client's latest lease on the subnet, in whatever state."""
         latest = self._latest.get(subnet, {}).get(client_id)
         return latest[1] if latest is not None else None
+
+    def let_go(self, subnet: str, client_id: str, address: int) -> None:
+        """The client gave its lease of `address` back (RELEASE, DECLINE) through this
+        server: it holds nothing here from now on, before the ledger says so, and an older
+        entry of that lease read later does not make it a holder again."""
+        with self._lock:
+            mine = self._by_client.get(subnet, {}).get(client_id)
+            if mine is None or mine.address != address:
+                return
+            del self._by_client[subnet][client_id]
+            self._let_go.add(mine.lease_id)
+            if self._by_address[subnet].get(mine.address) is mine:
+                del self._by_address[subnet][mine.address]
 
     def holder(self, subnet: str, address: int) -> Holder | None:
         """The lease that holds the address, or None."""

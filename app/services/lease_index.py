@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
@@ -32,27 +33,27 @@ BATCH = 5000  # ledger entries read per statement
 LOAD_BATCH = 20_000  # leases read at a time at start
 
 _HEAD = text("SELECT seq FROM ledger_head WHERE id = 1")
-_LEASES_SQL = ("SELECT l.id, s.cidr, l.address, l.client_id, l.state"
+_LEASES_SQL = ("SELECT l.id, s.cidr, l.address, l.client_id, l.state, l.expires_at"
                " FROM leases l JOIN subnets s ON s.id = l.subnet_id ORDER BY l.id")
 _LEASES = text(_LEASES_SQL)
 # The entries after the last one applied (a batch of them): of the lease changes among
-# them (renewals change no holder), the lease's id, client and state, taken out of the
-# payload by the database; then one row with the batch's last seq and size, so the index
-# moves past entries of other kinds without fetching them.
+# them, the lease's id, client, state and expiry, taken out of the payload by the database;
+# then one row with the batch's last seq and size, so the index moves past entries of other
+# kinds without fetching them.
 _ENTRIES_PG = (
     "WITH e AS (SELECT seq, kind, subject, payload FROM audit_log WHERE seq > %s"
     " ORDER BY seq LIMIT %s)"
-    " SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state', NULL::bigint"
-    " FROM e, LATERAL (SELECT payload::json -> 'data' AS d) AS j"
-    " WHERE kind LIKE 'lease.%%' AND kind <> 'lease.renew'"
-    " UNION ALL SELECT max(seq), NULL, NULL, NULL, NULL, count(*) FROM e ORDER BY 1")
+    " SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state', d->>'expires_at',"
+    " NULL::bigint FROM e, LATERAL (SELECT payload::json -> 'data' AS d) AS j"
+    " WHERE kind LIKE 'lease.%%'"
+    " UNION ALL SELECT max(seq), NULL, NULL, NULL, NULL, NULL, count(*) FROM e ORDER BY 1")
 _ENTRIES = text(
     "WITH e AS (SELECT seq, kind, subject, payload FROM audit_log WHERE seq > :after"
     " ORDER BY seq LIMIT :batch)"
     " SELECT seq, subject, json_extract(payload, '$.data.lease_id'),"
     " json_extract(payload, '$.data.client_id'), json_extract(payload, '$.data.state'),"
-    " NULL FROM e WHERE kind LIKE 'lease.%' AND kind <> 'lease.renew'"
-    " UNION ALL SELECT max(seq), NULL, NULL, NULL, NULL, count(*) FROM e ORDER BY 1")
+    " json_extract(payload, '$.data.expires_at'), NULL FROM e WHERE kind LIKE 'lease.%'"
+    " UNION ALL SELECT max(seq), NULL, NULL, NULL, NULL, NULL, count(*) FROM e ORDER BY 1")
 
 
 def load() -> LeaseIndex:
@@ -76,8 +77,20 @@ def load() -> LeaseIndex:
 
 
 def _load(index: LeaseIndex, rows: Sequence[Any]) -> None:
-    index.apply([Change(cidr, lease_id, address, client_id, state)
-                 for lease_id, cidr, address, client_id, state in rows])
+    index.apply([Change(cidr, lease_id, address, client_id, state, _epoch(expires_at))
+                 for lease_id, cidr, address, client_id, state, expires_at in rows])
+
+
+def _epoch(value: datetime | str | None) -> float | None:
+    """An expiry as POSIX seconds: a column's datetime (naive on SQLite: UTC, as stored)
+    or a ledger payload's ISO text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:
@@ -87,10 +100,10 @@ def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:
     read = 0
     while True:
         rows = _entries(index.seq, connection)
-        last, count = next((row[0], row[5]) for row in rows if row[5] is not None)
+        last, count = next((row[0], row[6]) for row in rows if row[6] is not None)
         if not count:
             return read
-        changes = (_change(*row[1:5]) for row in rows if row[5] is None)
+        changes = (_change(*row[1:6]) for row in rows if row[6] is None)
         index.apply([change for change in changes if change is not None], last)
         read += count
         if count < BATCH:
@@ -109,14 +122,16 @@ def _entries(after: int, connection: Connection | None) -> list[Any]:
             db.session.rollback()
 
 
-def _change(subject: str, lease_id: Any, client_id: Any, state: Any) -> Change | None:
+def _change(subject: str, lease_id: Any, client_id: Any, state: Any,
+            expires_at: Any) -> Change | None:
     """The change a `lease.*` entry records (subject `cidr/address`), or None if the entry
     does not name a lease as these do."""
     cidr, _, address = subject.rpartition("/")
     try:
         return Change(subnet=cidr, lease_id=int(lease_id),
                       address=parse_address(address, field="address"),
-                      client_id=str(client_id), state=str(state))
+                      client_id=str(client_id), state=str(state),
+                      expires_at=_epoch(expires_at) if isinstance(expires_at, str) else None)
     except (TypeError, ValueError, IpamError):
         return None
 

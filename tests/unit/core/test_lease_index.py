@@ -59,3 +59,25 @@ def test_the_position_in_the_ledger_only_moves_forward():
     index.apply([], seq=4)
     index.apply([change(1, 10, "a", "bound")])
     assert index.seq == 9
+
+
+def test_a_holder_carries_its_expiry_and_a_renewal_moves_it():
+    index = LeaseIndex()
+    index.apply([Change(NET, 1, 10, "a", "bound", 100.0)])
+    assert index.holding(NET, "a").expires_at == 100.0
+    index.apply([Change(NET, 1, 10, "a", "bound", 700.0)])  # a lease.renew entry
+    assert index.holding(NET, "a").expires_at == 700.0 and index.holder(NET, 10).expires_at == 700.0
+
+
+def test_a_lease_let_go_here_holds_nothing_even_when_an_older_entry_comes_later():
+    index = LeaseIndex()
+    index.apply([change(1, 10, "a", "bound")])
+    index.let_go(NET, "a", 11)  # not its address: nothing changes
+    assert index.holding(NET, "a") is not None
+    index.let_go(NET, "a", 10)
+    assert index.holding(NET, "a") is None and index.holder(NET, 10) is None
+    index.apply([change(1, 10, "a", "bound")])  # a renewal written before the RELEASE
+    assert index.holding(NET, "a") is None and index.holder(NET, 10) is None
+    index.apply([change(1, 10, "a", "released"), change(2, 10, "a", "bound")])
+    assert index.holding(NET, "a").lease_id == 2  # a new lease of it holds as any other
+    index.let_go(NET, "nobody", 10)  # a client it never knew: nothing to do
