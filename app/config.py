@@ -58,6 +58,10 @@ class Settings:
     # waits for its dhcp_lease instance) or "fast" (group-committed OFFER/ACK, the instance
     # follows; see app/services/dora.py).
     dhcp_dora: str = "process"
+    # On the fast path, a renewal of a lease written less than this fraction of its lease
+    # time ago is ACKed with the time left, without writing it again (app/dhcp/reuse.py;
+    # Kea's cache-threshold). 0 turns it off.
+    dhcp_reuse: float = 0.25
     # Engine and worker tuning (extensions of SPEC §4).
     job_timeout: float = 30.0  # a job not done by then is handed to another worker
     tick_interval: float = 1.0  # how often the ticker re-queues stale jobs and wakes timers

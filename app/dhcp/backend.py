@@ -21,6 +21,7 @@ Contract for implementers:
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -100,14 +101,26 @@ class LeaseBackend(Protocol):
         ...
 
 
+class Later(enum.Enum):
+    LATER = "later"
+
+
+LATER = Later.LATER  # `at_once`: this call needs `begin`
+
+
 class GroupedLeaseBackend(LeaseBackend, Protocol):
     """A backend that answers some calls in groups, without a server thread per call.
 
-    `begin` starts `call` ("offer", "commit" or "renew") and returns a `Pending` whose
-    result is what the blocking method would have returned; the server answers the client
-    from its callback, which runs on the backend's own thread. `None` means "not taken":
-    the server calls the blocking method on a worker as usual.
+    `at_once` answers `call` ("offer", "commit" or "renew") from what the backend holds in
+    memory, on the receive loop, or says LATER. `begin` starts the call and returns a
+    `Pending` whose result is what the blocking method would have returned; the server
+    answers the client from its callback, which runs on the backend's own thread. `None`
+    means "not taken": the server calls the blocking method on a worker as usual.
     """
+
+    def at_once(self, call: str, client: Client, address: str | None,
+                now: float) -> Binding | Refusal | None | Later:
+        ...
 
     def begin(self, call: str, client: Client, address: str | None,
               now: float) -> Pending[Binding | Refusal | None] | None:

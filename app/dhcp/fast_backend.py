@@ -6,7 +6,9 @@ renewals are handed to one group commit: every exchange waiting at that moment i
 from one transaction (`app.services.dora`), and the `dhcp_lease`
 instance of each newly bound lease is stored with it and started by a worker. An ACK goes
 out only after that transaction committed. A renewal moves the expiry in the database only:
-the instance's expiry timer reads it there before it lets the lease go. RELEASE, DECLINE,
+the instance's expiry timer reads it there before it lets the lease go, and a renewal of a
+lease written a moment ago is ACKed from the index with the time left (`app.dhcp.reuse`),
+without a write. RELEASE, DECLINE,
 an offer taken elsewhere and lookups are the process backend's, so the instance hears
 about them as on the process path.
 
@@ -19,14 +21,18 @@ retransmit), never with a wrong answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from app.dhcp.backend import Binding, Client, Refusal
+from app.dhcp.backend import LATER, Binding, Client, Later, Refusal
+from app.dhcp.handler import Counters
 from app.dhcp.process_backend import DEFAULT_PATIENCE, ProcessLeaseBackend, _hwaddr
+from app.dhcp.reuse import check_threshold, granted
 from app.extensions import db
+from app.ipam.addresses import int_to_ip, ip_to_int
 from app.ipam.allocator import Stripe
 from app.ipam.offers import OfferBook
 from app.pending import Pending
@@ -46,7 +52,8 @@ class FastLeaseBackend(ProcessLeaseBackend):
                  offer_lifetime: float = 30.0, actor: str = "dhcp",
                  max_group: int = 1024, stripe: Stripe | None = None,
                  follow_every: float = 0.02, bind_threads: int = 1,
-                 bind_window: float = 0.004) -> None:
+                 bind_window: float = 0.004, reuse: float = 0.0,
+                 counters: Counters | None = None) -> None:
         from app.services.group import GroupCommit
 
         super().__init__(app, patience=patience, offer_lifetime=offer_lifetime, actor=actor)
@@ -56,6 +63,8 @@ class FastLeaseBackend(ProcessLeaseBackend):
             self.index = self._read(lease_index.load)
             self._engine = db.engine  # whose subnets' copies the receive loop reads
         self.book = OfferBook(stripe=stripe)  # stripe: one of several processes
+        self.reuse = check_threshold(reuse)
+        self.counters = counters if counters is not None else Counters()  # acks_reused
         self._follower = lease_index.Follower(app, self.index, every=follow_every,
                                               guard=self._turn)
         # Offers the index cannot decide (reads) and bindings (writes) group separately: a
@@ -84,27 +93,40 @@ class FastLeaseBackend(ProcessLeaseBackend):
         self._offers.close()
         self._binds.close()
 
+    def at_once(self, call: str, client: Client, address: str | None,
+                now: float) -> Binding | Refusal | None | Later:
+        """What the server answers from memory on its receive loop (`GroupedLeaseBackend`):
+        an OFFER from the index, a refused address outside the pool, a reused lease; LATER
+        for what needs a group's transaction."""
+        if call == "offer":
+            offered = self._offer_now(self._discover(client, address))
+            return LATER if offered is None else self._reply(client, offered)
+        if call not in ("commit", "renew") or address is None:
+            return LATER
+        if call == "commit" and not client.subnet.in_pool(address):
+            return Refusal(reason="address not in the pool")
+        reused = self._reused(client, dhcp.client_key(client.client_id), address)
+        return LATER if reused is None else reused
+
     def begin(self, call: str, client: Client, address: str | None,
               now: float) -> Pending[Binding | Refusal | None] | None:
-        """The server's non-blocking entry (`GroupedLeaseBackend`): DISCOVERs, REQUESTs and
-        renewals join the next group, and the answer comes from the group's thread."""
+        """The server's non-blocking entry (`GroupedLeaseBackend`): what `at_once` cannot
+        answer (DISCOVERs, REQUESTs and renewals) joins the next group, and the answer
+        comes from the group's thread."""
+        if call not in ("offer", "commit", "renew") or (call != "offer" and address is None):
+            return None
+        known = self.at_once(call, client, address, now)
+        if known is not LATER:
+            return Pending.settled(known)
         cid = dhcp.client_key(client.client_id)
         ask: Ask
         if call == "offer":
-            ask = dora.Discover(cidr=client.subnet.cidr, client_id=cid,
-                                hwaddr=_hwaddr(client), hostname=client.hostname,
-                                requested_ip=address, offer_lifetime=self.offer_lifetime)
-            offered = self._offer_now(ask)
-            if offered is not None:
-                return Pending.settled(self._reply(client, offered))
-        elif call in ("commit", "renew") and address is not None:
-            if call == "commit" and not client.subnet.in_pool(address):
-                return Pending.settled(Refusal(reason="address not in the pool"))
+            ask = self._discover(client, address)
+        else:
+            assert address is not None
             kind = dora.Request if call == "commit" else dora.Renew
             ask = kind(cidr=client.subnet.cidr, client_id=cid, address=address,
                        hwaddr=_hwaddr(client), hostname=client.hostname)
-        else:
-            return None
         answer: Pending[Binding | Refusal | None] = Pending()
 
         def settle(done: Pending[Outcome]) -> None:
@@ -124,6 +146,11 @@ class FastLeaseBackend(ProcessLeaseBackend):
         group.submit_nowait(ask).add_done_callback(settle)
         return answer
 
+    def _discover(self, client: Client, requested: str | None) -> dora.Discover:
+        return dora.Discover(cidr=client.subnet.cidr, client_id=dhcp.client_key(client.client_id),
+                             hwaddr=_hwaddr(client), hostname=client.hostname,
+                             requested_ip=requested, offer_lifetime=self.offer_lifetime)
+
     def _offer_now(self, ask: dora.Discover) -> dora.Offered | None:
         """The OFFER from memory (`dora.offer_indexed`); None: a group reads the database
         (a nearly full pool, or a subnet this process cannot read now)."""
@@ -137,6 +164,24 @@ class FastLeaseBackend(ProcessLeaseBackend):
         offered = dora.offer_indexed(ask, index=self.index, book=self.book, pool=known.pool,
                                      now=time.monotonic())
         return offered if isinstance(offered, dora.Offered) else None
+
+    def _reused(self, client: Client, cid: str, address: str) -> Binding | None:
+        """The ACK of a renewal (or a REQUEST for what the client holds) that the lease's
+        last write covers (`app.dhcp.reuse`), from the index; None: it is written.
+
+        The index follows the ledger a few milliseconds behind: a lease ended elsewhere
+        just now (an operator's release) may be confirmed once more, up to the expiry it
+        was stored with, as if the renewal had come a moment earlier. A client's own
+        RELEASE or DECLINE reaches the index at once (`let_go`)."""
+        holder = self.index.holding(client.subnet.cidr, cid)
+        if holder is None or holder.state != "bound" or int_to_ip(holder.address) != address:
+            return None
+        seconds = granted(holder.expires_at, client.subnet.lease_time, self.reuse, time.time())
+        if seconds is None:
+            return None
+        self.counters.add("acks_reused")
+        return Binding(address=address, client_id=client.client_id, lease_time=seconds,
+                       state="bound", hostname=client.hostname)
 
     def _call(self, call: str, client: Client,
               address: str | None) -> Binding | Refusal | None:
@@ -173,9 +218,20 @@ class FastLeaseBackend(ProcessLeaseBackend):
         self.book.drop(client.subnet.cidr, dhcp.client_key(client.client_id))
         super().forget_offer(client, now)
 
+    def release(self, client: Client, address: str, now: float) -> None:
+        self._let_go(client, address)
+        super().release(client, address, now)
+
     def decline(self, client: Client, address: str, now: float) -> None:
         self.book.drop(client.subnet.cidr, dhcp.client_key(client.client_id))
+        self._let_go(client, address)
         super().decline(client, address, now)
+
+    def _let_go(self, client: Client, address: str) -> None:
+        """No renewal of `address` by this client is reused once it gave it back."""
+        with contextlib.suppress(ValueError):  # not an address: it holds no such lease
+            self.index.let_go(client.subnet.cidr, dhcp.client_key(client.client_id),
+                              ip_to_int(address))
 
     def _request(self, client: Client, address: str) -> Binding | Refusal | None:
         """Bind `address` (SELECTING, or a reboot we hold no lease for) in a group."""

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from app.dhcp.backend import Binding, BindingState, Client, LeaseBackend, Refusal
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError
+from app.dhcp.handler import Counters
 from app.dhcp.server import DhcpServer
 from app.dhcp.steering import Shard
 
@@ -372,17 +373,24 @@ def start_server(app: Flask, *, interface: str, port: int = 67, workers: int | N
                            workers=max(1, 16 if workers is None else workers),
                            max_new_exchanges=FAST_NEW_EXCHANGES if dora == "fast" else None)
     backend: ProcessLeaseBackend
+    counters = Counters()  # the server's, which the fast path's reuse counts in too
     if dora == "fast":
+        from app.dhcp import reuse
         from app.dhcp.fast_backend import FastLeaseBackend
 
+        threshold = app.config["LEASEFLOW"].dhcp_reuse
+        try:
+            reuse.check_threshold(threshold)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (LEASEFLOW_DHCP_REUSE)") from None
         backend = FastLeaseBackend(
             app, patience=patience, offer_lifetime=config.offer_lifetime,
-            stripe=shard)
+            stripe=shard, reuse=threshold, counters=counters)
     else:
         backend = ProcessLeaseBackend(app, patience=patience,
                                       offer_lifetime=config.offer_lifetime)
     server = DhcpServer(interface=interface, config=config, backend=backend, port=port,
-                        sock=sock, shard=shard)
+                        sock=sock, shard=shard, counters=counters)
     try:
         server.start()
     except BaseException:

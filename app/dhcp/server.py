@@ -59,7 +59,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from app.dhcp.backend import LeaseBackend
+from app.dhcp.backend import LATER, LeaseBackend
 from app.dhcp.codec import encode
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError, DhcpError
@@ -166,13 +166,14 @@ class DhcpServer:
         executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         shard: Shard | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.interface = interface
         self.shard = shard
         self.config = config
         self.backend = backend
         self.port = port
-        self.counters = Counters()
+        self.counters = counters if counters is not None else Counters()
         self._sock = sock
         self._own_socket = sock is None
         self._stop = threading.Event()
@@ -182,6 +183,7 @@ class DhcpServer:
         self._clock = clock
         self._slots = threading.BoundedSemaphore(config.max_pending)
         self._begin: Callable[..., Pending[Any] | None] | None = getattr(backend, "begin", None)
+        self._at_once: Callable[..., Any] | None = getattr(backend, "at_once", None)
         self._new_slots = threading.BoundedSemaphore(config.new_exchange_budget)
 
     def start(self) -> None:
@@ -265,6 +267,12 @@ class DhcpServer:
         admission budgets as a worker; False if the backend does not take this call."""
         if ask.call not in GROUPED_CALLS:
             return False
+        if self._at_once is not None:  # answered from memory: no slot, no thread
+            known = self._at_once(ask.call, ask.inbound.client, ask.inbound.address,
+                                  time.time())
+            if known is not LATER:
+                self._reply(ask, known)
+                return True
         new = opens_exchange(ask)
         if new and not self._new_slots.acquire(blocking=False):
             self.counters.add("dropped_overload_new")
@@ -294,6 +302,13 @@ class DhcpServer:
                 log.exception("lease backend failed on %s", ask.call)
                 self.counters.add("backend_errors")
                 return
+            self._reply(ask, result)
+        finally:
+            self._release(new)
+
+    def _reply(self, ask: Ask, result: Any) -> None:
+        """Send the backend's `result` for `ask` (OFFER, ACK, NAK) or count the silence."""
+        try:
             outcome = answer(ask, result, self.config)
             count(outcome, self.counters)
             if isinstance(outcome, Reply):
@@ -301,8 +316,6 @@ class DhcpServer:
         except Exception:
             self.counters.add("dropped_internal_error")
             log.exception("unexpected error answering a grouped request")
-        finally:
-            self._release(new)
 
     def _admit(self, ask: Ask, pool: Executor) -> None:
         """Queue `ask` for a worker, or drop it (counted) if the server has no room."""

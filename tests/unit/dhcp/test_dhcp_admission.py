@@ -294,3 +294,31 @@ def test_calls_a_grouping_backend_does_not_take_go_to_the_workers(subnet, make_r
     h.receive(make_request(opt.RELEASE, mac=mac(5), xid=5, ciaddr="10.0.0.50",
                            server_id=SERVER))
     assert len(h.pool.queue) == 1 and h.backend.open == []  # type: ignore[attr-defined]
+
+
+class AtOnceBackend(GroupingBackend):
+    """Answers offers from memory (`at_once`); everything else waits for its group."""
+
+    def at_once(self, call, client, address, now):
+        from app.dhcp.backend import LATER
+
+        if call == "offer":
+            return self.offer(client, address, now)
+        return LATER
+
+
+def test_what_the_backend_answers_at_once_takes_no_slot_and_waits_for_no_group(
+        subnet, make_request):
+    h = grouped_harness(subnet, max_new_exchanges=2)
+    h.backend = h.server.backend = AtOnceBackend()  # type: ignore[assignment]
+    h.server._at_once = h.backend.at_once  # type: ignore[attr-defined]
+    h.server._begin = h.backend.begin  # type: ignore[attr-defined]
+    for n in range(5):  # more than the budget of new exchanges: none is held
+        h.receive(discover(make_request, n))
+    assert h.replies() == [opt.OFFER] * 5 and h.counters.get("dropped_overload_new", 0) == 0
+    offered = h.sock.sent[0].yiaddr
+    h.receive(make_request(opt.REQUEST, mac=mac(0), xid=0, requested=opt.ip(offered),
+                           server_id=SERVER))
+    assert h.replies() == [opt.OFFER] * 5  # the REQUEST waits for its group
+    h.backend.commit_group()  # type: ignore[attr-defined]
+    assert h.replies() == [opt.OFFER] * 5 + [opt.ACK]
