@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from app.dhcp.reuse import check_threshold
 from bench.peers.cpu import CpuUse, Meter
 from bench.peers.kea import KeaPeer, KeaPeerError, KeaPostgres
 from bench.peers.leaseflow_dhcp import (
@@ -90,7 +91,8 @@ POOL_SIZE = int(ipaddress.IPv4Address(POOL_LAST)) - int(ipaddress.IPv4Address(PO
 RENEW_CLIENTS = 1_000
 DELAY_RUN_FACTORS = (1.0, 0.8, 0.5)
 MIN_RATE = 100
-SERVERS = ("kea", "kea-pg", "leaseflow", "product")
+SERVERS = ("kea", "kea-cache", "kea-pg", "leaseflow", "product")
+REUSE = 0.25  # the product's default LEASEFLOW_DHCP_REUSE
 # The product's search starts near what it completed here (2 cores: the fast path ~90-150
 # new leases/s with 1-5 s steps, the process path tens); each of its steps costs ~17 s of
 # set-up, so its budget (a cap: the search ends by itself) is larger.
@@ -190,6 +192,32 @@ class KeaTarget:
         if self.peer is not None:
             self.peer.stop()
             self.peer = None
+
+
+class KeaCachingTarget(KeaTarget):
+    """kea-dhcp4 on its memfile with lease caching (`cache-threshold`): the like-for-like
+    peer of the product's lease reuse (`LEASEFLOW_DHCP_REUSE`) at the same fraction."""
+
+    directory = "kea-cache"
+
+    def __init__(self, namespace: Namespace, workdir: Path, threshold: float) -> None:
+        super().__init__(namespace, workdir)
+        self.threshold = threshold
+        self.name = caching_name(threshold)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.peer = KeaPeer(workdir=self.workdir, subnet=SUBNET,
+                            pool=f"{POOL_FIRST} - {POOL_LAST}", namespace=self.namespace,
+                            cache_threshold=self.threshold)
+        self.peer.start()
+
+
+CACHING_NAME = "Kea 2.2 (memfile, 1 thread, cache-threshold"
+
+
+def caching_name(threshold: float) -> str:
+    return f"{CACHING_NAME} {threshold:g})"
 
 
 class KeaPostgresTarget(KeaTarget):
@@ -489,27 +517,29 @@ def _workdir() -> Iterator[Path]:
 
 
 def make_target(name: str, namespace: Namespace, workdir: Path, *, dora: str = "fast",
-                followers: int = 1, processes: int = 1) -> Target:
+                followers: int = 1, processes: int = 1, reuse: float = REUSE) -> Target:
     if name == "kea":
         return KeaTarget(namespace, workdir)
+    if name == "kea-cache":
+        return KeaCachingTarget(namespace, workdir, reuse)
     if name == "kea-pg":
         return KeaPostgresTarget(namespace, workdir)
     if name == "leaseflow":
         return LeaseflowTarget(namespace, workdir)
     if name == "product":
         return ProductTarget(namespace, workdir, subnet=SUBNET, pool=f"{POOL_FIRST}-{POOL_LAST}",
-                             dora=dora, followers=followers, processes=processes)
+                             dora=dora, followers=followers, processes=processes, reuse=reuse)
     raise ValueError(f"unknown server {name!r}")
 
 
 def run_bench(servers: Sequence[str], plan: Plan, progress: Callable[[str], None], *,
-              dora: str = "fast", followers: int = 1,
-              processes: int = 1) -> list[ServerResult]:
+              dora: str = "fast", followers: int = 1, processes: int = 1,
+              reuse: float = REUSE) -> list[ServerResult]:
     results: list[ServerResult] = []
     with _workdir() as workdir, veth_pair(SERVER_ADDRESS, CLIENT_ADDRESS) as (server, client):
         for name in servers:
             target = make_target(name, server, workdir, dora=dora, followers=followers,
-                                 processes=processes)
+                                 processes=processes, reuse=reuse)
             progress(f"{target.name}:")
             try:
                 target.start()
@@ -581,12 +611,14 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
                              f"{drops:.1%} dropped): no timestamped run passed")
     kea = next((r for r in results if r.server == KeaTarget.name), None)
     kea_pg = next((r for r in results if r.server == KeaPostgresTarget.name), None)
+    kea_cache = next((r for r in results if r.server.startswith(CACHING_NAME)), None)
     engine = next((r for r in results if r.server.startswith("Leaseflow")
                    and not r.server.startswith(PRODUCT_PREFIX)), None)
     product = next((r for r in results if r.server.startswith(PRODUCT_PREFIX)), None)
     for label, ours, peer, peer_label in (
         ("Leaseflow", engine, kea, "Kea"),
         (PRODUCT_PREFIX, product, kea, "Kea"),
+        (PRODUCT_PREFIX, product, kea_cache, "Kea (lease caching)"),
         (PRODUCT_PREFIX, product, kea_pg, "Kea (PostgreSQL)"),
     ):
         if peer and ours:
@@ -652,10 +684,11 @@ def server_list(text: str) -> list[str]:
     return names
 
 
-def selected_servers(only: Sequence[Sequence[str]] | None) -> list[str]:
-    """Every server named by `--only` (in order, once each), or all of them."""
+def selected_servers(only: Sequence[Sequence[str]] | None, reuse: float = REUSE) -> list[str]:
+    """Every server named by `--only` (in order, once each), or all of them (Kea with
+    lease caching only where the product reuses leases)."""
     if not only:
-        return list(SERVERS)
+        return [name for name in SERVERS if reuse or name != "kea-cache"]
     return list(dict.fromkeys(name for names in only for name in names))
 
 
@@ -673,15 +706,22 @@ def positive(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        return check_threshold(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leaseflow bench dhcp", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run per server "
                         "(1-3 minutes for the product)")
     parser.add_argument("--only", type=server_list, action="append",
-                        help="measure only these servers: kea (memfile), kea-pg (Kea on "
-                             "PostgreSQL), leaseflow, product (repeatable or a comma list); "
-                             "default all four")
+                        help="measure only these servers: kea (memfile), kea-cache (memfile "
+                             "with lease caching), kea-pg (Kea on PostgreSQL), leaseflow, "
+                             "product (repeatable or a comma list); default all")
     parser.add_argument("--dora", choices=DORA_MODES, default="fast",
                         help="the product server's `leaseflow dhcp --dora` (default fast)")
     parser.add_argument("--followers", type=non_negative, default=1,
@@ -689,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 1; 0: the start jobs stay in the outbox)")
     parser.add_argument("--processes", type=positive, default=1,
                         help="the product server's `leaseflow dhcp --processes` (default 1)")
+    parser.add_argument("--reuse", type=fraction, default=REUSE,
+                        help="the product's LEASEFLOW_DHCP_REUSE and the cache-threshold of "
+                             f"the kea-cache row (default {REUSE:g}; 0: off, no kea-cache)")
     parser.add_argument("--seconds", type=float, help="length of each step")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     return parser
@@ -699,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.seconds:
         plan = Plan(**asdict(plan) | {"seconds": args.seconds})
-    servers = selected_servers(args.only)
+    servers = selected_servers(args.only, args.reuse)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -708,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         find_perfdhcp()
         results = run_bench(servers, plan, progress, dora=args.dora, followers=args.followers,
-                            processes=args.processes)
+                            processes=args.processes, reuse=args.reuse)
     except (PerfdhcpError, NetnsUnavailable, BenchError) as exc:
         print(f"bench dhcp: {exc}", file=sys.stderr)
         return 1

@@ -141,9 +141,13 @@ def dhcp4_config(
     log_file: Path,
     lease_cmds: str,
     lease_database: Mapping[str, Any] | None = None,
+    cache_threshold: float | None = None,
 ) -> dict[str, Any]:
     """kea-dhcp4 as the benchmark wants it: one thread, WARN logging, and memfile in
-    `lease_file` unless `lease_database` says otherwise (`postgresql_lease_database`)."""
+    `lease_file` unless `lease_database` says otherwise (`postgresql_lease_database`);
+    `cache_threshold`: Kea's lease caching (a renewal of a lease younger than that fraction
+    of its lifetime is answered with the time left, not written), off unless given."""
+    caching = {"cache-threshold": cache_threshold} if cache_threshold else {}
     return {
         "Dhcp4": {
             "interfaces-config": {"interfaces": interfaces},
@@ -153,6 +157,7 @@ def dhcp4_config(
             # Kea 2.2 defaults to one thread already; say so, the benchmark depends on it.
             "multi-threading": {"enable-multi-threading": False},
             "valid-lifetime": valid_lifetime,
+            **caching,
             "hooks-libraries": [{"library": lease_cmds}],
             "subnet4": [{"id": subnet_id, "subnet": subnet, "pools": [{"pool": pool}]}],
             # Per-lease INFO logging costs Kea most of its speed (FIELD-NOTES).
@@ -269,9 +274,11 @@ class KeaPeer:
         valid_lifetime: int = 3600,
         auth: tuple[str, str] | None = None,
         lease_store: KeaPostgres | None = None,
+        cache_threshold: float | None = None,
     ) -> None:
         """`lease_store`: a prepared `KeaPostgres` for the PostgreSQL lease backend;
-        None keeps leases in a memfile in `workdir`."""
+        None keeps leases in a memfile in `workdir`. `cache_threshold`: lease caching
+        (`dhcp4_config`)."""
         self.binaries = find_kea()
         self.workdir = workdir
         self.namespace = namespace
@@ -288,6 +295,7 @@ class KeaPeer:
             socket_path=self.socket_path, lease_file=self.lease_file,
             log_file=workdir / "kea-dhcp4.log", lease_cmds=self.binaries.lease_cmds,
             lease_database=lease_store.lease_database() if lease_store is not None else None,
+            cache_threshold=cache_threshold,
         ), indent=1))
         self._agent_conf.write_text(json.dumps(agent_config(
             port=self.port, socket_path=self.socket_path,

@@ -91,8 +91,10 @@ class ProductFigures:
 # --- pure parts -----------------------------------------------------------------------------
 
 
-def product_name(dora: str, processes: int = 1) -> str:
+def product_name(dora: str, processes: int = 1, reuse: float = 0.0) -> str:
     more = f", {processes} processes" if processes > 1 else ""
+    if reuse and dora == "fast":  # the process path does not reuse leases
+        more += f", reuse {reuse:g}"
     return f"{PRODUCT_PREFIX} ({dora} DORA, PostgreSQL{more})"
 
 
@@ -190,8 +192,9 @@ def describe(figures: ProductFigures) -> str:
     reasons = drop_counts(figures.counters)
     detail = (" (" + ", ".join(f"{k} {v:,}" for k, v in reasons.items()) + ")"
               if reasons else "")
-    server = (f"server offers {figures.offers:,}, acks {figures.acks:,}, "
-              f"drops {figures.drops:,}{detail}")
+    reused = figures.counters.get("acks_reused", 0)
+    server = (f"server offers {figures.offers:,}, acks {figures.acks:,}"
+              f"{f' ({reused:,} reused)' if reused else ''}, drops {figures.drops:,}{detail}")
     followers = f"{figures.followers} follower{'s' if figures.followers != 1 else ''}"
     lag = (f"dhcp_lease instances {figures.instances:,}, {figures.started_at_exit:,} "
            f"started when perfdhcp exited")
@@ -335,9 +338,11 @@ class ProductTarget:
 
     def __init__(self, namespace: Namespace, workdir: Path, *, subnet: str, pool: str,
                  dora: str = "fast", followers: int = 1, processes: int = 1,
-                 drain_timeout: float = DRAIN_TIMEOUT, base_url: str | None = None) -> None:
+                 reuse: float = 0.0, drain_timeout: float = DRAIN_TIMEOUT,
+                 base_url: str | None = None) -> None:
         dora_argv(dora)  # refuse an unknown mode before anything starts
-        self.name = product_name(dora, processes)
+        self.name = product_name(dora, processes, reuse)
+        self.reuse = reuse
         self.processes = processes
         self.namespace = namespace
         self.workdir = workdir / "product"
@@ -421,7 +426,8 @@ class ProductTarget:
 
     def _env(self) -> dict[str, str]:
         # worker_env drops every LEASEFLOW_* of the caller and sets the secrets.
-        return worker_env(self.database.url, self.redis.url, LEASEFLOW_DHCP_DORA=self.dora)
+        return worker_env(self.database.url, self.redis.url, LEASEFLOW_DHCP_DORA=self.dora,
+                          LEASEFLOW_DHCP_REUSE=f"{self.reuse:g}")
 
     def _cli(self, env: dict[str, str], *argv: str) -> None:
         # In the namespace too: whatever these commands might send to the broker goes to

@@ -63,9 +63,11 @@ def figures(**overrides: object) -> ProductFigures:
 # --- command line ---------------------------------------------------------------------------
 
 
-def test_by_default_all_four_servers_run_the_fast_path_with_one_follower() -> None:
+def test_by_default_all_servers_run_the_fast_path_with_one_follower() -> None:
     args = build_parser().parse_args([])
-    assert selected_servers(args.only) == ["kea", "kea-pg", "leaseflow", "product"]
+    assert selected_servers(args.only, args.reuse) == \
+        ["kea", "kea-cache", "kea-pg", "leaseflow", "product"]
+    assert args.reuse == 0.25
     assert (args.dora, args.followers, args.quick) == ("fast", 1, False)
 
 
