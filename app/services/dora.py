@@ -23,7 +23,9 @@ once the lease is bound:
   the engine's snapshot (`runtime.snapshot`): no worker, no engine step. Otherwise it gets
   an `engine.start` job and a worker runs it.
 - Renewals: `renew_many` moves the expiries of a group in one UPDATE; the instance's
-  expiry timer reads the database before it lets a lease go.
+  expiry timer reads the database before it lets a lease go. A renewal of a lease written
+  a moment ago never gets here: the server ACKs it from the index with the time left
+  (`app.dhcp.reuse`).
 
 The guarantees stay where they were: the database's partial unique index decides every
 conflict (a REQUEST for an address someone else got meanwhile, e.g. from another server
