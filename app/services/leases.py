@@ -316,7 +316,8 @@ def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | Non
     raw = plain_sql.driver()
     if raw is not None:  # PostgreSQL: one plain statement over arrays, no ORM rows
         returned = raw.execute(_BIND_PG, (
-            now, plain_sql.ints(a.subnet.id for a in asks), plain_sql.ints(a.address for a in asks),
+            now, actor,
+            plain_sql.ints(a.subnet.id for a in asks), plain_sql.ints(a.address for a in asks),
             plain_sql.texts(a.client_id for a in asks),
             plain_sql.ints(a.instance_id for a in asks), plain_sql.texts(a.hostname for a in asks),
             plain_sql.texts(a.hwaddr for a in asks),
@@ -342,22 +343,31 @@ def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | Non
                       address=ask.address, client_id=ask.client_id, hwaddr=ask.hwaddr,
                       hostname=ask.hostname, instance_id=ask.instance_id,
                       expires_at=expiry[ask.subnet.id])
+        # On PostgreSQL the statement wrote the history rows itself (`_BIND_PG`).
         _record(bound.id, bound.cidr, bound.address, bound.client_id, None, bound.expires_at,
-                "commit", None, LeaseState.BOUND, actor)
+                "commit", None, LeaseState.BOUND, actor, history=raw is None)
         out.append(bound)
     return out
 
 
+# The bound leases, and each one's history row from what the INSERT returned: the database
+# writes the history, not Python (a group of hundreds formatted their rows in ~5 % of the
+# server's time). The history row's foreign key is checked at the statement's end.
 _BIND_PG = (
-    "INSERT INTO leases (subnet_id, address, state, client_id, instance_id, hostname,"  # noqa: S608
-    " hwaddr, expires_at, created_at, updated_at)"
+    "WITH n AS (SELECT %s::timestamptz AS now, %s::text AS actor),"  # noqa: S608
+    " ins AS (INSERT INTO leases (subnet_id, address, state, client_id, instance_id,"
+    " hostname, hwaddr, expires_at, created_at, updated_at)"
     f" SELECT s, a, '{LeaseState.BOUND.value}', c, i, h, w,"
     " n.now + make_interval(secs => t), n.now, n.now"
-    " FROM (SELECT %s::timestamptz AS now) AS n, unnest(%s::integer[], %s::bigint[],"
+    " FROM n, unnest(%s::integer[], %s::bigint[],"
     " %s::text[], %s::bigint[], %s::text[], %s::text[], %s::integer[])"
     " AS v(s, a, c, i, h, w, t)"
     f" ON CONFLICT (subnet_id, address) WHERE {HOLDING_SQL} DO NOTHING"
-    " RETURNING id, subnet_id, address, client_id")
+    " RETURNING id, subnet_id, address, client_id),"
+    " hist AS (INSERT INTO lease_history (lease_id, at, event, from_state, to_state, actor,"
+    f" detail) SELECT ins.id, n.now, 'commit', NULL, '{LeaseState.BOUND.value}', n.actor,"
+    " '{}'::json FROM ins, n)"
+    " SELECT id, subnet_id, address, client_id FROM ins")
 
 
 def name_instances(pairs: Sequence[tuple[int, int]]) -> None:
@@ -447,12 +457,15 @@ def _history(lease: Lease, event: LeaseEvent, before: LeaseState | None, after: 
 
 def _record(lease_id: int, cidr: str, address: int, client_id: str, owner: str | None,
             expires_at: datetime | None, name: str, before: LeaseState | None,
-            after: LeaseState, actor: str, detail: Mapping[str, Any] | None = None) -> None:
-    """A lease's change in its history and in the ledger."""
-    uow.add_row(LeaseHistory.__table__, {
-        "lease_id": lease_id, "at": utcnow(), "event": name,
-        "from_state": before.value if before else None, "to_state": after.value,
-        "actor": actor, "detail": dict(detail or {})})
+            after: LeaseState, actor: str, detail: Mapping[str, Any] | None = None, *,
+            history: bool = True) -> None:
+    """A lease's change in its history (unless the caller's statement wrote that row) and
+    in the ledger."""
+    if history:
+        uow.add_row(LeaseHistory.__table__, {
+            "lease_id": lease_id, "at": utcnow(), "event": name,
+            "from_state": before.value if before else None, "to_state": after.value,
+            "actor": actor, "detail": dict(detail or {})})
     uow.record(kind=f"lease.{name}", subject=f"{cidr}/{int_to_ip(address)}",
                actor=actor, payload={"lease_id": lease_id, "client_id": client_id,
                                      "state": after.value, "owner": owner,
@@ -532,14 +545,14 @@ def renew_many(renewals: Sequence[Renewal], *, actor: str = "system") -> list[da
         return []
     now = utcnow()
     expiries = [now + timedelta(seconds=r.subnet.lease_time) for r in renewals]
+    raw = plain_sql.driver()
     for renewal, expires_at in zip(renewals, expiries, strict=True):
         lease = renewal.lease
         _record(lease.id, renewal.subnet.cidr, lease.address, lease.client_id, lease.owner,
                 expires_at, LeaseEvent.RENEW.value, LeaseState.BOUND, LeaseState.BOUND, actor,
-                {"lease_time": renewal.subnet.lease_time})
-    raw = plain_sql.driver()
-    if raw is not None:
-        raw.execute(_RENEW_PG, (now, plain_sql.ints(r.lease.id for r in renewals),
+                {"lease_time": renewal.subnet.lease_time}, history=raw is None)
+    if raw is not None:  # the UPDATE writes the history rows too (`_RENEW_PG`)
+        raw.execute(_RENEW_PG, (now, actor, plain_sql.ints(r.lease.id for r in renewals),
                                 plain_sql.ints(r.subnet.lease_time for r in renewals)))
     else:
         db.session.execute(_RENEW, [{"lease_id": r.lease.id, "expires_at": e, "updated_at": now}
@@ -547,10 +560,17 @@ def renew_many(renewals: Sequence[Renewal], *, actor: str = "system") -> list[da
     return expiries
 
 
+# Module constants only (the states' and the event's values), no input: not an injection.
 _RENEW_PG = (
-    "UPDATE leases SET updated_at = n.now, expires_at = n.now + make_interval(secs => v.t)"
-    " FROM (SELECT %s::timestamptz AS now) AS n, unnest(%s::bigint[], %s::integer[])"
-    " AS v(id, t) WHERE leases.id = v.id")
+    "WITH n AS (SELECT %s::timestamptz AS now, %s::text AS actor),"  # noqa: S608
+    " upd AS (UPDATE leases SET updated_at = n.now,"
+    " expires_at = n.now + make_interval(secs => v.t)"
+    " FROM n, unnest(%s::bigint[], %s::integer[]) AS v(id, t) WHERE leases.id = v.id"
+    " RETURNING leases.id, v.t)"
+    " INSERT INTO lease_history (lease_id, at, event, from_state, to_state, actor, detail)"
+    f" SELECT upd.id, n.now, '{LeaseEvent.RENEW.value}', '{LeaseState.BOUND.value}',"
+    f" '{LeaseState.BOUND.value}', n.actor, json_build_object('lease_time', upd.t)"
+    " FROM upd, n")
 _RENEW = update(Lease.__table__).where(Lease.__table__.c.id == bindparam("lease_id")) \
     .values(expires_at=bindparam("expires_at"), updated_at=bindparam("updated_at"))
 

@@ -560,3 +560,22 @@ def test_the_index_loaded_at_start_knows_every_holder_and_where_the_ledger_was(
         holder = index.holding(CIDR, dhcp.client_key(client.client_id))
         assert holder is not None and holder.state == "bound"
         assert holder.address == parse_address(binding.address, field="address")
+
+
+def test_a_binding_and_a_renewal_leave_their_history_rows_as_the_slow_path_does(
+        dhcp_app, fast, make_client):
+    """On PostgreSQL the bind INSERT and the renewal UPDATE write the history rows
+    themselves: the same rows Python writes on SQLite."""
+    from app.models import LeaseHistory
+
+    client = make_client(171)
+    ack = dora(fast, client)
+    assert isinstance(fast.renew(client, ack.address, time.time()), Binding)
+    lease_id = lease_of(dhcp_app, client)["id"]
+    with dhcp_app.app_context():
+        rows = db.session.execute(select(LeaseHistory).where(
+            LeaseHistory.lease_id == lease_id).order_by(LeaseHistory.id)).scalars().all()
+        seen = [(r.event, r.from_state, r.to_state, r.actor, r.detail, r.at is not None)
+                for r in rows]
+    assert seen == [("commit", None, "bound", "dhcp", {}, True),
+                    ("renew", "bound", "bound", "dhcp", {"lease_time": 600}, True)]
