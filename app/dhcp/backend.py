@@ -112,10 +112,11 @@ class GroupedLeaseBackend(LeaseBackend, Protocol):
     """A backend that answers some calls in groups, without a server thread per call.
 
     `at_once` answers `call` ("offer", "commit" or "renew") from what the backend holds in
-    memory, on the receive loop, or says LATER. `begin` starts the call and returns a
-    `Pending` whose result is what the blocking method would have returned; the server
-    answers the client from its callback, which runs on the backend's own thread. `None`
-    means "not taken": the server calls the blocking method on a worker as usual.
+    memory, on the receive loop, or says LATER. `begin` starts a call `at_once` left LATER
+    and returns a `Pending` whose result is what the blocking method would have returned;
+    the server answers the client from its callback, which runs on the backend's own
+    thread. `None` means "not taken": the server calls the blocking method on a worker as
+    usual.
     """
 
     def at_once(self, call: str, client: Client, address: str | None,

@@ -110,14 +110,11 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
     def begin(self, call: str, client: Client, address: str | None,
               now: float) -> Pending[Binding | Refusal | None] | None:
-        """The server's non-blocking entry (`GroupedLeaseBackend`): what `at_once` cannot
-        answer (DISCOVERs, REQUESTs and renewals) joins the next group, and the answer
-        comes from the group's thread."""
+        """The server's non-blocking entry (`GroupedLeaseBackend`) for what `at_once` left
+        LATER (DISCOVERs, REQUESTs and renewals): the call joins the next group, and the
+        answer comes from the group's thread."""
         if call not in ("offer", "commit", "renew") or (call != "offer" and address is None):
             return None
-        known = self.at_once(call, client, address, now)
-        if known is not LATER:
-            return Pending.settled(known)
         cid = dhcp.client_key(client.client_id)
         ask: Ask
         if call == "offer":
@@ -185,7 +182,11 @@ class FastLeaseBackend(ProcessLeaseBackend):
 
     def _call(self, call: str, client: Client,
               address: str | None) -> Binding | Refusal | None:
-        """`begin`, waited for at most the client's patience (None: silence)."""
+        """`at_once`, else `begin` waited for at most the client's patience (None:
+        silence)."""
+        known = self.at_once(call, client, address, time.time())
+        if known is not LATER:
+            return known
         future = self.begin(call, client, address, time.time())
         assert future is not None  # offer, commit and renew are always taken
         try:
