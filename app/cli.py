@@ -313,15 +313,13 @@ def _serve_dhcp(app: Any, args: argparse.Namespace, port: int, stop: threading.E
     """One DHCP server until `stop` is set (after `ready()` once it listens); its
     counters. An embedded broker's timers tick here, in the first process of a group."""
     from .dhcp.process_backend import stop_server
+    from .dhcp.server import tune_collector
 
     if app.config["LEASEFLOW"].embedded_broker and (shard is None or shard.index == 0):
         _start_ticker(app, stop)  # offer and lease timers (Celery workers tick otherwise)
     server = _start_dhcp(app, args.interface, port, workers=args.workers, dora=args.dora,
                          sock=sock, shard=shard)
-    # What start-up loaded (modules, the process spec, the engine snapshot) lives as long
-    # as the server: out of the collector's way, a full collection walks only what the
-    # exchanges allocate.
-    gc.freeze()
+    tune_collector()  # what start-up loaded is frozen; young objects collected less often
     ready()
     try:
         # Sleep, not stop.wait(): a handler calling set() while this thread is inside the

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -368,6 +369,21 @@ class DhcpServer:
             log.debug("sending to %s:%s failed: %s", reply.address, reply.port, exc)
         else:
             self.counters.add("sent")
+
+
+# Young objects are collected after this many allocations (Python's default: 700). A group
+# of bindings allocates tens of thousands of short-lived containers, and the default ran a
+# collection every few hundred of them: `bench dhcp_groups` used 83 / 82 us of CPU per DORA
+# at a group of 256 with it, 73 / 75 with this (102 / 102 and 94 / 99 at 64).
+GC_THRESHOLD = (100_000, 50, 1000)
+
+
+def tune_collector() -> None:
+    """For a long-running server, once started: what start-up loaded (modules, the process
+    spec, the engine snapshot) is frozen out of the collector's way, so a full collection
+    walks only what the exchanges allocate, and young objects are collected less often."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def serve(interface: str, port: int, backend: LeaseBackend, config: ServerConfig,

@@ -322,3 +322,18 @@ def test_what_the_backend_answers_at_once_takes_no_slot_and_waits_for_no_group(
     assert h.replies() == [opt.OFFER] * 5  # the REQUEST waits for its group
     h.backend.commit_group()  # type: ignore[attr-defined]
     assert h.replies() == [opt.OFFER] * 5 + [opt.ACK]
+
+
+def test_a_started_server_freezes_what_it_loaded_and_collects_young_objects_less_often():
+    import gc
+
+    from app.dhcp.server import GC_THRESHOLD, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLD and GC_THRESHOLD[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
