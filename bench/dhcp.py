@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from app.config import Settings
 from app.dhcp.reuse import check_threshold
 from bench.peers.cpu import CpuUse, Meter
 from bench.peers.kea import KeaPeer, KeaPeerError, KeaPostgres
@@ -92,7 +93,7 @@ RENEW_CLIENTS = 1_000
 DELAY_RUN_FACTORS = (1.0, 0.8, 0.5)
 MIN_RATE = 100
 SERVERS = ("kea", "kea-cache", "kea-pg", "leaseflow", "product")
-REUSE = 0.25  # the product's default LEASEFLOW_DHCP_REUSE
+REUSE = Settings.dhcp_reuse  # the product's default LEASEFLOW_DHCP_REUSE
 # The product's search starts near what it completed here (2 cores: the fast path ~90-150
 # new leases/s with 1-5 s steps, the process path tens); each of its steps costs ~17 s of
 # set-up, so its budget (a cap: the search ends by itself) is larger.
@@ -160,6 +161,7 @@ class KeaTarget:
     name = "Kea 2.2 (memfile, 1 thread)"
     directory = "kea"
     uses_postgres = False
+    cache_threshold: float | None = None  # Kea's lease caching: off
 
     def __init__(self, namespace: Namespace, workdir: Path) -> None:
         self.namespace = namespace
@@ -174,7 +176,8 @@ class KeaTarget:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.peer = KeaPeer(workdir=self.workdir, subnet=SUBNET,
                             pool=f"{POOL_FIRST} - {POOL_LAST}", namespace=self.namespace,
-                            lease_store=self.lease_store())
+                            lease_store=self.lease_store(),
+                            cache_threshold=self.cache_threshold)
         self.peer.start()
 
     def fresh(self) -> None:
@@ -202,15 +205,8 @@ class KeaCachingTarget(KeaTarget):
 
     def __init__(self, namespace: Namespace, workdir: Path, threshold: float) -> None:
         super().__init__(namespace, workdir)
-        self.threshold = threshold
+        self.cache_threshold = threshold
         self.name = caching_name(threshold)
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.peer = KeaPeer(workdir=self.workdir, subnet=SUBNET,
-                            pool=f"{POOL_FIRST} - {POOL_LAST}", namespace=self.namespace,
-                            cache_threshold=self.threshold)
-        self.peer.start()
 
 
 CACHING_NAME = "Kea 2.2 (memfile, 1 thread, cache-threshold"
