@@ -133,6 +133,10 @@ class ServerConfig:
     `stale_after`: seconds a call may have waited for a worker before it is dropped unrun,
     its client having given up on that copy (perfdhcp waits 1 s, real clients retransmit
     after 2-4 s).
+
+    Replies of a grouping backend (`GroupedLeaseBackend`), which become ready a group at a
+    time, go out `reply_burst` at a time with `reply_gap` seconds between (`dhcp.pacer`);
+    `reply_burst=0` sends each on the group's thread at once.
     """
 
     server_id: str
@@ -144,6 +148,8 @@ class ServerConfig:
     max_pending: int = 2048
     max_new_exchanges: int | None = None
     stale_after: float = 1.0
+    reply_burst: int = 32
+    reply_gap: float = 0.001
 
     by_interface: Mapping[str, tuple[SubnetConfig, ...]] = field(
         init=False, repr=False, compare=False
@@ -181,6 +187,8 @@ class ServerConfig:
         object.__setattr__(self, "new_exchange_budget", budget)
         if not self.stale_after > 0:
             raise ConfigError("stale_after must be positive")
+        if self.reply_burst < 0 or not self.reply_gap >= 0:
+            raise ConfigError("reply_burst and reply_gap must be >= 0")
 
     def subnet_of(self, address: str) -> SubnetConfig | None:
         """The subnet holding `address` (a relay's giaddr), if we serve it."""

@@ -65,6 +65,7 @@ from app.dhcp.codec import encode
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.errors import ConfigError, DhcpError
 from app.dhcp.handler import Counters, count, is_stale, opens_exchange, prepare, resolve
+from app.dhcp.pacer import Pacer
 from app.dhcp.rfc2131 import Ask, Reply, answer
 from app.dhcp.steering import Shard, encode_program, program
 from app.pending import Pending
@@ -186,6 +187,8 @@ class DhcpServer:
         self._begin: Callable[..., Pending[Any] | None] | None = getattr(backend, "begin", None)
         self._at_once: Callable[..., Any] | None = getattr(backend, "at_once", None)
         self._new_slots = threading.BoundedSemaphore(config.new_exchange_budget)
+        # A grouping backend's replies (`_answer_grouped`), paced (`dhcp.pacer`).
+        self._pacer: Pacer[tuple[Ask, bool, Pending[Any]]] | None = None
 
     def start(self) -> None:
         if self._sock is None:
@@ -194,6 +197,9 @@ class DhcpServer:
         self._sock.settimeout(None)
         if self._pool is None and self.config.workers > 0:
             self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="dhcp")
+        if self._begin is not None and self.config.reply_burst > 0:
+            self._pacer = Pacer(self._answer_paced, burst=self.config.reply_burst,
+                                gap=self.config.reply_gap)
         self._thread = threading.Thread(target=self._loop, name="dhcp-recv", daemon=True)
         self._thread.start()
 
@@ -209,6 +215,8 @@ class DhcpServer:
             self._thread.join(timeout)
         if self._pool is not None and self._own_pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pacer is not None:  # what is queued still goes out, before the socket closes
+            self._pacer.close(timeout)
         if self._own_socket and self._sock is not None:
             self._sock.close()
 
@@ -291,11 +299,19 @@ class DhcpServer:
         if future is None:
             self._release(new)
             return False
-        future.add_done_callback(lambda done: self._answer_grouped(ask, new, done))
+        pacer = self._pacer
+        if pacer is None:
+            future.add_done_callback(lambda done: self._answer_grouped(ask, new, done))
+        else:
+            future.add_done_callback(lambda done: pacer.put((ask, new, done)))
         return True
 
+    def _answer_paced(self, item: tuple[Ask, bool, Pending[Any]]) -> None:
+        self._answer_grouped(*item)
+
     def _answer_grouped(self, ask: Ask, new: bool, done: Pending[Any]) -> None:
-        """On the backend's thread, once the group committed: the reply, or a counted drop."""
+        """Once the group committed (on the pacer's thread, or the backend's): the reply, or
+        a counted drop."""
         try:
             try:
                 result = done.result()

@@ -221,7 +221,9 @@ def test_new_exchange_budget(subnet, workers, given, budget):
     assert config.new_exchange_budget == budget
 
 
-@pytest.mark.parametrize("policy", [{"max_new_exchanges": 0}, {"stale_after": 0.0}])
+@pytest.mark.parametrize("policy", [{"max_new_exchanges": 0}, {"stale_after": 0.0},
+                                    {"reply_burst": -1}, {"reply_gap": -0.001},
+                                    {"reply_gap": float("nan")}])
 def test_admission_policy_is_checked(subnet, policy):
     with pytest.raises(ConfigError):
         ServerConfig(server_id="10.0.0.1", subnets=(subnet,), **policy)
@@ -322,6 +324,28 @@ def test_what_the_backend_answers_at_once_takes_no_slot_and_waits_for_no_group(
     assert h.replies() == [opt.OFFER] * 5  # the REQUEST waits for its group
     h.backend.commit_group()  # type: ignore[attr-defined]
     assert h.replies() == [opt.OFFER] * 5 + [opt.ACK]
+
+
+def test_a_groups_replies_go_out_paced_and_hold_their_slots_until_sent(subnet, make_request):
+    from app.dhcp.pacer import Pacer
+
+    h = grouped_harness(subnet, max_new_exchanges=5)
+    pauses: list[float] = []
+    pacer = Pacer(h.server._answer_paced, burst=2, gap=0.25, sleep=pauses.append,
+                  start=False)
+    h.server._pacer = pacer
+    for n in range(5):
+        h.receive(discover(make_request, n))
+    h.backend.commit_group()  # type: ignore[attr-defined]
+    assert h.replies() == []  # queued for the pacer, not sent on the group's thread
+    h.receive(discover(make_request, 5))  # the five slots are held until the replies go out
+    assert h.counters["dropped_overload_new"] == 1
+    assert pacer.drain() == 5
+    assert h.replies() == [opt.OFFER] * 5 and pauses == [0.25, 0.25]  # 2, 2, then 1
+    h.receive(discover(make_request, 6))  # the slots are back
+    h.backend.commit_group()  # type: ignore[attr-defined]
+    pacer.drain()
+    assert h.counters["offers"] == 6 and h.counters["dropped_overload_new"] == 1
 
 
 def test_a_started_server_freezes_what_it_loaded_and_collects_young_objects_less_often():
