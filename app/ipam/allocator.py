@@ -13,6 +13,7 @@ that client would start over).
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,10 +78,16 @@ def random_probes(pool: Pool, count: int, rng: random.Random,
                   stripe: Stripe | None = None) -> list[int]:
     """Up to `count` distinct random pool addresses (the cheap first try under contention),
     all in `stripe` if one is given."""
+    return list(itertools.islice(iter_probes(pool, count, rng, stripe), count))
+
+
+def iter_probes(pool: Pool, count: int, rng: random.Random,
+                stripe: Stripe | None = None) -> Iterator[int]:
+    """`random_probes`, drawn one at a time as the caller asks: a caller that takes the
+    first free one (nearly always the first) draws no more."""
     total = sum(r.size for r in pool.ranges)
     if total == 0:
-        return []
-    picks: list[int] = []
+        return
     seen: set[int] = set()
     for _ in range(count * 2 * (stripe.count if stripe is not None else 1)):
         address = pool.nth(rng.randrange(total))
@@ -88,10 +95,9 @@ def random_probes(pool: Pool, count: int, rng: random.Random,
                 or (stripe is not None and address not in stripe):
             continue
         seen.add(address)
-        picks.append(address)
-        if len(picks) == count:
-            break
-    return picks
+        yield address
+        if len(seen) == count:
+            return
 
 
 def free_candidates(pool: Pool, taken: Collection[int], count: int,

@@ -38,6 +38,7 @@ the process path.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -53,7 +54,7 @@ from ..engine import runtime
 from ..errors import LeaseflowError
 from ..extensions import db
 from ..ipam.addresses import IpamError, int_to_ip, parse_address
-from ..ipam.allocator import Pool, free_candidates, preferred, random_probes
+from ..ipam.allocator import Pool, free_candidates, iter_probes, preferred, random_probes
 from ..ipam.offers import OfferBook
 from ..leases.index import LeaseIndex
 from ..leases.states import LeaseState
@@ -206,7 +207,9 @@ def offer_indexed(ask: Discover, *, index: LeaseIndex, book: OfferBook, pool: Po
     if holder is not None:  # a client rebooting, or asking again: its own lease
         return Offered(int_to_ip(holder.address))
     until = now + ask.offer_lifetime
-    for address in _candidates(ask, pool, index.previous(ask.cidr, ask.client_id), book):
+    previous = index.previous(ask.cidr, ask.client_id)
+    for address in itertools.chain(_preferred(ask, pool, previous),
+                                   iter_probes(pool, PROBES, _rng, book.stripe)):
         if index.holder(ask.cidr, address) is None and \
                 book.claim(ask.cidr, ask.client_id, address, until, now):
             return Offered(int_to_ip(address))
@@ -217,13 +220,17 @@ def _candidates(ask: Discover, pool: Pool, previous: int | None,
                 book: OfferBook) -> list[int]:
     """The addresses to try for a client without a lease, best first: its previous one,
     the one it asks for (if it parses), then random probes of this server's stripe."""
+    return _preferred(ask, pool, previous) + random_probes(pool, PROBES, _rng, book.stripe)
+
+
+def _preferred(ask: Discover, pool: Pool, previous: int | None) -> list[int]:
+    """Its previous address, then the one it asks for (if it parses)."""
     try:
         requested = parse_address(ask.requested_ip, field="requested_ip") \
             if ask.requested_ip else None
     except IpamError:
         requested = None
-    return preferred(pool, current=None, previous=previous, requested=requested) \
-        + random_probes(pool, PROBES, _rng, book.stripe)
+    return preferred(pool, current=None, previous=previous, requested=requested)
 
 
 def _choose(asks: Sequence[Discover], places: Sequence[int],

@@ -15,7 +15,14 @@ from app.ipam.addresses import (
     parse_network,
     parse_pool,
 )
-from app.ipam.allocator import Pool, Stripe, free_candidates, preferred, random_probes
+from app.ipam.allocator import (
+    Pool,
+    Stripe,
+    free_candidates,
+    iter_probes,
+    preferred,
+    random_probes,
+)
 
 NET = ipaddress.IPv4Network("10.0.0.0/24")
 
@@ -69,6 +76,22 @@ def test_random_probes_spread_over_the_pool() -> None:
     assert len(firsts) > 20  # not all allocators start at the lowest address
     probes = random_probes(p, 8, rng)
     assert len(probes) == len(set(probes)) == 8 and all(a in p for a in probes)
+
+
+def test_probes_drawn_one_at_a_time_are_the_same_and_cost_one_draw_each() -> None:
+    p = Pool(ranges=(parse_pool("10.0.0.1-10.0.0.254", NET),))
+    assert list(iter_probes(p, 8, random.Random(3))) == random_probes(p, 8, random.Random(3))
+
+    class Counting(random.Random):
+        draws = 0
+
+        def randrange(self, *args: int) -> int:  # type: ignore[override]
+            self.draws += 1
+            return super().randrange(*args)
+
+    rng = Counting(3)
+    first = next(iter_probes(p, 8, rng))
+    assert first in p and rng.draws == 1  # the first free probe: no seven more drawn
 
 
 def test_free_candidates_exact_and_exhausted() -> None:
