@@ -14,8 +14,8 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from app.dhcp import options as opt
 from app.dhcp.errors import DhcpError, MalformedPacket
@@ -39,38 +39,57 @@ _TL = struct.Struct("BB").pack  # an option's code and length
 _inet_ntoa = socket.inet_ntoa
 _inet_aton = socket.inet_aton
 _EMPTY: Mapping[int, bytes] = MappingProxyType({})
+_tuple_new = tuple.__new__
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DhcpPacket:
-    """One BOOTP/DHCP message.
+class _Fields(NamedTuple):
+    op: int
+    htype: int
+    hlen: int
+    hops: int
+    xid: int
+    secs: int
+    flags: int
+    ciaddr: str
+    yiaddr: str
+    siaddr: str
+    giaddr: str
+    chaddr: bytes
+    sname: bytes
+    file: bytes
+    options: Mapping[int, bytes]
+
+
+class DhcpPacket(_Fields):
+    """One BOOTP/DHCP message, a value: built by keyword, never changed.
 
     Addresses are dotted-quad strings; `chaddr` is the first `hlen` bytes of the hardware
     address field; `sname`/`file` lose their trailing NULs (and are empty when the packet used
     them for options, RFC 2131 option 52). `options` maps code → raw value in wire order;
     repeated codes are already concatenated (RFC 3396), PAD and END are not in it.
+
+    A tuple underneath: the server builds four per DORA (two decoded, two replies), and a
+    frozen dataclass's field-by-field `__init__` cost 2.2 us each (5 % of the server's
+    interpreter time at 3,400 new leases/s, py-spy); this costs 0.7 us, and `decode`
+    builds the tuple directly.
     """
 
-    op: int
-    htype: int = 1
-    hlen: int = 6
-    hops: int = 0
-    xid: int
-    secs: int = 0
-    flags: int = 0
-    ciaddr: str = ZERO_IP
-    yiaddr: str = ZERO_IP
-    siaddr: str = ZERO_IP
-    giaddr: str = ZERO_IP
-    chaddr: bytes
-    sname: bytes = b""
-    file: bytes = b""
-    options: Mapping[int, bytes] = field(default_factory=lambda: _EMPTY)
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
+    def __new__(cls, *, op: int, htype: int = 1, hlen: int = 6, hops: int = 0, xid: int,
+                secs: int = 0, flags: int = 0, ciaddr: str = ZERO_IP, yiaddr: str = ZERO_IP,
+                siaddr: str = ZERO_IP, giaddr: str = ZERO_IP, chaddr: bytes,
+                sname: bytes = b"", file: bytes = b"",
+                options: Mapping[int, bytes] = _EMPTY) -> DhcpPacket:
         # Callers pass a plain dict; freeze it so the packet really is a value.
-        if type(self.options) is dict:
-            object.__setattr__(self, "options", MappingProxyType(self.options))
+        if type(options) is dict:
+            options = MappingProxyType(options)
+        return _tuple_new(cls, (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr,
+                                siaddr, giaddr, chaddr, sname, file, options))
+
+    def __repr__(self) -> str:
+        return "DhcpPacket(" + ", ".join(
+            f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True)) + ")"
 
     @property
     def message_type(self) -> int | None:
@@ -169,23 +188,10 @@ def decode(data: bytes) -> DhcpPacket:
         if overload & 2:
             _walk(sname, 0, 64, options, False)
             sname = b""
-    return DhcpPacket(
-        op=op,
-        htype=htype,
-        hlen=hlen,
-        hops=hops,
-        xid=xid,
-        secs=secs,
-        flags=flags,
-        ciaddr=_inet_ntoa(ci),
-        yiaddr=_inet_ntoa(yi),
-        siaddr=_inet_ntoa(si),
-        giaddr=_inet_ntoa(gi),
-        chaddr=chaddr[:hlen],
-        sname=sname.rstrip(b"\0"),
-        file=file.rstrip(b"\0"),
-        options=MappingProxyType(options),
-    )
+    return _tuple_new(DhcpPacket, (  # DhcpPacket's fields, in order
+        op, htype, hlen, hops, xid, secs, flags, _inet_ntoa(ci), _inet_ntoa(yi), _inet_ntoa(si),
+        _inet_ntoa(gi), chaddr[:hlen], sname.rstrip(b"\0"), file.rstrip(b"\0"),
+        MappingProxyType(options)))
 
 
 def encode(packet: DhcpPacket, *, min_size: int = MIN_REPLY_SIZE) -> bytes:

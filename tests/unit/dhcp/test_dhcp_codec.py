@@ -231,3 +231,15 @@ def test_packet_is_frozen() -> None:
         packet.xid = 2  # type: ignore[misc]
     with pytest.raises(TypeError):
         packet.options[1] = b"x"  # type: ignore[index]
+
+
+def test_a_packet_is_built_by_keyword_with_the_bootp_defaults() -> None:
+    packet = DhcpPacket(op=BOOTREQUEST, xid=7, chaddr=MAC)
+    assert (packet.htype, packet.hlen, packet.hops, packet.secs, packet.flags) == (1, 6, 0, 0, 0)
+    assert packet.ciaddr == packet.yiaddr == packet.siaddr == packet.giaddr == "0.0.0.0"
+    assert (packet.sname, packet.file, dict(packet.options)) == (b"", b"", {})
+    with pytest.raises(TypeError):
+        DhcpPacket(BOOTREQUEST, 1, 6, 0, 7)  # type: ignore[misc, call-arg]  # positions
+    decoded = decode(encode(packet))
+    assert decoded == packet and type(decoded) is DhcpPacket
+    assert repr(decoded).startswith("DhcpPacket(op=1, htype=1, hlen=6, hops=0, xid=7,")
