@@ -81,12 +81,14 @@ class FastLeaseBackend(ProcessLeaseBackend):
         def run(asks: Sequence[Ask]) -> list[Outcome]:
             return dora.run(asks, book=self.book, actor=actor)
 
+        # Each group's ledger entries go to the follower as it commits (`Follower.own`).
         self._offers: GroupCommit[Ask, Outcome] = GroupCommit(
-            app, run, name="dhcp-offers", max_group=max_group, guard=self._turn)
+            app, run, name="dhcp-offers", max_group=max_group, guard=self._turn,
+            after=self._follower.own)
         self._binds: GroupCommit[Ask, Outcome] = GroupCommit(
             app, run, name="dhcp-binds", max_group=max_group, guard=self._turn,
             busy_window=bind_window,
-            threads=1 if sqlite else bind_threads)
+            threads=1 if sqlite else bind_threads, after=self._follower.own)
 
     def close(self) -> None:
         self._follower.close()

@@ -28,13 +28,14 @@ def _head() -> LedgerHead:
     return head
 
 
-def flush(entries: Sequence[dict[str, Any]]) -> None:
-    """Append `entries` under the head's lock. Their canonical payloads are written first,
+def flush(entries: Sequence[dict[str, Any]]) -> int | None:
+    """Append `entries` under the head's lock; the seq of the first (the others follow it
+    in order), None if there were none. Their canonical payloads are written first,
     before the lock: under it only the chain's hashes are left to compute. On PostgreSQL:
     the lock, then the rows and the head's move as one statement (`uow.insert_tables`),
     then the caller's COMMIT: the lock is held for two round trips."""
     if not entries:
-        return
+        return None
     payloads = [canonical_json({"kind": entry["kind"], "subject": entry["subject"],
                                 "actor": entry["actor"], "data": entry["payload"]})
                 for entry in entries]
@@ -43,10 +44,11 @@ def flush(entries: Sequence[dict[str, Any]]) -> None:
     if row is not None:
         rows, seq, prev = _chained(entries, payloads, *row)
         uow.insert_tables([(AuditEntry.__table__, rows)], then=(_MOVE_PG, (seq, prev)))
-        return
+        return int(rows[0]["seq"])
     head = _head()  # SQLite, or no head row yet
     rows, head.seq, head.hash = _chained(entries, payloads, head.seq, head.hash)
     uow.insert_rows(AuditEntry.__table__, rows)
+    return int(rows[0]["seq"])
 
 
 def _chained(entries: Sequence[dict[str, Any]], payloads: Sequence[str], seq: int,

@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 from flask import Flask
 
 from ..pending import Pending
-from .uow import unit_of_work
+from . import uow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,13 +41,17 @@ class GroupCommit(Generic[T, R]):
     def __init__(self, app: Flask, run: Callable[[Sequence[T]], Sequence[R | BaseException]],
                  *, name: str, max_group: int = 64, window: float = 0.0,
                  busy_window: float = 0.0,
-                 guard: AbstractContextManager[Any] | None = None, threads: int = 1) -> None:
+                 guard: AbstractContextManager[Any] | None = None, threads: int = 1,
+                 after: Callable[[uow.Pending], None] | None = None) -> None:
         # busy_window: how long a group gathers once the one before held more than one item
         # (callers are arriving together): fewer, larger groups under load, and a lone
         # caller still runs at once.
         # guard: held around each group's transaction (e.g. the DHCP server's SQLite turn).
         # threads: groups committing at once; while one waits for the database another
         # runs (`run` must then tolerate a concurrent group, as separate processes would).
+        # after: called with the unit of work's record (its ledger entries and where they
+        # went) once a group committed, before its callers hear.
+        self._after = after
         self._guard = guard if guard is not None else contextlib.nullcontext()
         self._app = app
         self._run = run
@@ -111,7 +115,7 @@ class GroupCommit(Generic[T, R]):
     def _commit(self, group: list[tuple[T, Pending[R]]]) -> None:
         items = [item for item, _ in group]
         try:
-            with self._guard, self._app.app_context(), unit_of_work():
+            with self._guard, self._app.app_context(), uow.unit_of_work() as done:
                 outcomes = list(self._run(items))
                 if len(outcomes) != len(items):
                     raise RuntimeError(f"{self._name}: {len(outcomes)} outcomes for "
@@ -121,6 +125,11 @@ class GroupCommit(Generic[T, R]):
             for _, future in group:
                 future.set_exception(exc)
             return
+        if self._after is not None:
+            try:
+                self._after(done)
+            except Exception:  # committed all the same: its callers hear of it
+                log.exception("%s: after a group of %d", self._name, len(group))
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

@@ -6,6 +6,12 @@ between the two reads is in the leases already and is applied once more from the
 which is harmless (each entry carries the lease's whole state). `catch_up(index)` applies
 the entries after the last one applied; `Follower` calls it on its own thread every few
 milliseconds, so no DHCP exchange waits for it.
+
+The server's own transactions hand their entries to the follower as they commit
+(`Follower.own`): on PostgreSQL it then reads only the other writers' entries, and takes
+its own from memory, merged in seq order. Reading back what the process had just written
+was most of the follower's work on a busy server (a twentieth of its interpreter time at
+3,400 new leases/s), and the database's too (each payload's JSON parsed again).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from sqlalchemy import Connection, text
 from ..extensions import db
 from ..ipam.addresses import IpamError, parse_address
 from ..leases.index import Change, LeaseIndex
-from . import plain_sql
+from . import plain_sql, uow
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -40,9 +46,10 @@ _LEASES = text(_LEASES_SQL)
 # them, the lease's id, client, state and expiry, taken out of the payload by the database;
 # then one row with the batch's last seq and size, so the index moves past entries of other
 # kinds without fetching them.
+# On PostgreSQL, entries in the multirange (this process's own, `Own`) are left out.
 _ENTRIES_PG = (
     "WITH e AS (SELECT seq, kind, subject, payload FROM audit_log WHERE seq > %s"
-    " ORDER BY seq LIMIT %s)"
+    " AND NOT %s::int8multirange @> seq ORDER BY seq LIMIT %s)"
     " SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state', d->>'expires_at',"
     " NULL::bigint FROM e, LATERAL (SELECT payload::json -> 'data' AS d) AS j"
     " WHERE kind LIKE 'lease.%%'"
@@ -93,39 +100,99 @@ def _epoch(value: datetime | str | None) -> float | None:
     return value.timestamp()
 
 
-def catch_up(index: LeaseIndex, connection: Connection | None = None) -> int:
+def catch_up(index: LeaseIndex, connection: Connection | None = None,
+             own: Own | None = None) -> int:
     """Apply the ledger's entries after `index.seq`; how many were read. On `connection`
     (PostgreSQL, in autocommit, kept by a `Follower`), else in the session's transaction,
-    ended."""
+    ended. `own` (PostgreSQL): entries this process committed, which are taken from it
+    instead of the database."""
     read = 0
     while True:
-        rows = _entries(index.seq, connection)
-        last, count = next((row[0], row[6]) for row in rows if row[6] is not None)
-        if not count:
+        skip = own.after(index.seq) if own is not None else []
+        rows = _entries(index.seq, connection, skip)
+        last, count = next((row[0], int(row[6])) for row in rows if row[6] is not None)
+        theirs = [(row[0], _change(*row[1:6])) for row in rows if row[6] is None]
+        # A full batch reached `last`; a short one everything committed, and so all of
+        # `skip`, which was committed before it was handed over.
+        full = count == BATCH
+        reached = last if full else max([last or 0, index.seq, *(s[-1][0] for s in skip)])
+        mine = [(seq, change) for entries in skip for seq, change in entries
+                if index.seq < seq <= reached]
+        if not theirs and not mine and reached <= index.seq:
             return read
-        changes = (_change(*row[1:6]) for row in rows if row[6] is None)
-        index.apply([change for change in changes if change is not None], last)
-        read += count
-        if count < BATCH:
+        merged = sorted(theirs + mine, key=_first) if theirs and mine else theirs or mine
+        index.apply([change for _, change in merged if change is not None], reached)
+        if own is not None:
+            own.forget(reached)
+        read += count + len(mine)
+        if not full:
             return read
 
 
-def _entries(after: int, connection: Connection | None) -> list[Any]:
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _entries(after: int, connection: Connection | None,
+             skip: Sequence[Sequence[tuple[int, Change | None]]] = ()) -> list[Any]:
     raw = plain_sql.driver() if connection is None else \
         connection.connection.driver_connection  # PostgreSQL's (psycopg)
     try:
         if raw is not None:
-            return list(raw.execute(_ENTRIES_PG, (after, BATCH)).fetchall())
+            ranges = ",".join(f"[{s[0][0]},{s[-1][0]}]" for s in skip)
+            return list(raw.execute(_ENTRIES_PG, (after, "{" + ranges + "}", BATCH)).fetchall())
         return list(db.session.execute(_ENTRIES, {"after": after, "batch": BATCH}).all())
     finally:
         if connection is None:
             db.session.rollback()
 
 
-def _change(subject: str, lease_id: Any, client_id: Any, state: Any,
+class Own:
+    """The lease changes of the ledger entries this process committed, by seq, until the
+    follower has passed them. Thread-safe: groups hand theirs over as the follower reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: list[list[tuple[int, Change | None]]] = []  # each a run of seqs
+
+    def add(self, first: int, entries: Sequence[dict[str, Any]]) -> None:
+        """A transaction's `entries` (`uow.record`'s), appended from seq `first` on."""
+        if not entries:
+            return
+        run = [(first + n, _change_of(entry)) for n, entry in enumerate(entries)]
+        with self._lock:
+            self._runs.append(run)
+
+    def after(self, seq: int) -> list[list[tuple[int, Change | None]]]:
+        """The runs with entries after `seq`, in seq order."""
+        with self._lock:
+            return sorted((run for run in self._runs if run[-1][0] > seq), key=_head)
+
+    def forget(self, seq: int) -> None:
+        """Drop the runs the follower has passed."""
+        with self._lock:
+            self._runs = [run for run in self._runs if run[-1][0] > seq]
+
+
+def _head(run: list[tuple[int, Change | None]]) -> int:
+    return run[0][0]
+
+
+def _change_of(entry: dict[str, Any]) -> Change | None:
+    """`_change` of an entry still in memory: what the database would have read of it."""
+    if not str(entry["kind"]).startswith("lease."):
+        return None
+    data = entry["payload"]
+    return _change(entry["subject"], data.get("lease_id"), data.get("client_id"),
+                   data.get("state"), data.get("expires_at"))
+
+
+def _change(subject: str | None, lease_id: Any, client_id: Any, state: Any,
             expires_at: Any) -> Change | None:
     """The change a `lease.*` entry records (subject `cidr/address`), or None if the entry
     does not name a lease as these do."""
+    if subject is None:
+        return None
     cidr, _, address = subject.rpartition("/")
     try:
         return Change(subnet=cidr, lease_id=int(lease_id),
@@ -151,10 +218,18 @@ class Follower:
         with app.app_context():
             self._postgresql = db.engine.dialect.name == "postgresql"
         self._connection: Connection | None = None
+        # This process's own entries (PostgreSQL), handed over by its transactions (`own`).
+        self._own = Own() if self._postgresql else None
         self._stop = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="lease-index", daemon=True)
         self._thread.start()
+
+    def own(self, done: uow.Pending) -> None:
+        """A unit of work of this process committed (`GroupCommit`'s `after`): its lease
+        changes are taken from memory, not read back (PostgreSQL; on SQLite a no-op)."""
+        if self._own is not None and done.ledger_from is not None:
+            self._own.add(done.ledger_from, done.ledger)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
@@ -183,7 +258,7 @@ class Follower:
             with self.app.app_context():
                 self._connection = db.engine.connect().execution_options(
                     isolation_level="AUTOCOMMIT")
-        catch_up(self.index, self._connection)
+        catch_up(self.index, self._connection, self._own)
 
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None

@@ -38,6 +38,8 @@ class Pending:
     # and finished), inserted with one executemany per table when the unit of work ends.
     rows: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
     read_only: bool = False  # `reads_only()`: autocommit, nothing may be written
+    # The seq of `ledger`'s first entry once appended (the others follow it in order).
+    ledger_from: int | None = None
 
 
 def pending() -> Pending:
@@ -326,7 +328,7 @@ def unit_of_work(*, dispatch_jobs: bool = True) -> Iterator[Pending]:
             raise RuntimeError("a read-only unit of work collected writes")
         instances.flush_workflows(state)
         flush_rows()  # before the ledger head's lock: it serializes every writer
-        audit.flush(state.ledger)
+        state.ledger_from = audit.flush(state.ledger)
         db.session.commit()
     except BaseException:
         db.session.rollback()

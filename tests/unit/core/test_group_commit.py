@@ -47,3 +47,34 @@ def test_a_busy_group_gathers_what_arrives_within_the_window(app: Flask):
         assert run.groups == [["a"], ["b", "c"], ["d", "e"]]
     finally:
         group.close()
+
+
+def test_after_a_commit_the_hook_sees_the_groups_ledger_entries_and_where_they_went(
+        app: Flask, caplog):
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.models import AuditEntry
+    from app.services import uow
+
+    def run(items: Sequence[str]) -> list[str]:
+        for item in items:
+            uow.record(kind="test.item", subject=item, actor="test", payload={})
+        return list(items)
+
+    seen: list[tuple[int | None, list[str]]] = []
+
+    def after(done: uow.Pending) -> None:
+        seen.append((done.ledger_from, [entry["subject"] for entry in done.ledger]))
+        raise RuntimeError("the hook failed")  # the group committed all the same
+
+    group = GroupCommit(app, run, name="test", after=after)
+    try:
+        assert group.submit("a", timeout=30) == "a"
+    finally:
+        group.close()
+    with app.app_context():
+        stored = db.session.execute(select(AuditEntry.seq).where(
+            AuditEntry.subject == "a")).scalar_one()
+    assert seen == [(stored, ["a"])]
+    assert "the hook failed" in caplog.text

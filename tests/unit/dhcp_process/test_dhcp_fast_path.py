@@ -461,6 +461,65 @@ def test_following_the_ledger_moves_past_every_entry_in_batches(
     assert len(behind.index) == 2
 
 
+def test_a_servers_own_entries_and_another_writers_meet_in_the_index_in_ledger_order(
+        dhcp_app, behind, make_client, monkeypatch):
+    from app.services import lease_index
+
+    mine = [dora(behind, make_client(170))]
+    theirs = bound_elsewhere(dhcp_app, [make_client(171)])
+    # Its index has not seen theirs (5 addresses): it asks for one neither holds.
+    free = next(a for a in ("10.66.0.10", "10.66.0.11", "10.66.0.12")
+                if a not in {mine[0].address, theirs[0].address})
+    offer = behind.offer(make_client(172), free, time.time())
+    assert offer is not None and offer.address == free
+    ack = behind.commit(make_client(172), free, time.time())
+    assert isinstance(ack, Binding)
+    mine.append(ack)
+    monkeypatch.setattr(lease_index, "BATCH", 1)  # every batch full: own runs wait for it
+    behind._follower.step()
+    with dhcp_app.app_context():
+        head = db.session.execute(select(func.max(AuditEntry.seq))).scalar_one()
+    assert behind.index.seq == head and len(behind.index) == 3
+    for n, binding in zip((170, 172, 171), mine + theirs, strict=True):
+        holder = behind.index.holder(CIDR, parse_address(binding.address, field="address"))
+        assert holder is not None and holder.state == "bound"
+        assert holder.client_id == dhcp.client_key(make_client(n).client_id)
+    if behind._follower._own is not None:  # PostgreSQL: nothing of its own is kept
+        assert behind._follower._own.after(0) == []
+
+
+@pytest.mark.integration
+def test_on_postgresql_a_follower_reads_back_only_what_others_wrote(
+        tmp_path, add_subnet, make_client, pg_database, monkeypatch):
+    from app.services import lease_index
+
+    read: list[Any] = []
+    real = lease_index._entries
+
+    def spy(*args: Any) -> list[Any]:
+        rows = real(*args)
+        read.extend(row[1] for row in rows if row[6] is None)  # the lease entries' subjects
+        return rows
+
+    with running_app(tmp_path, database_url=pg_database) as pg_app:
+        app = add_subnet(pg_app)
+        backend = FastLeaseBackend(app, patience=20.0, follow_every=3600.0)
+        try:
+            [mine] = [dora(backend, make_client(180))]
+            [theirs] = bound_elsewhere(app, [make_client(181)])
+            own = backend._follower._own
+            assert own is not None and len(own.after(backend.index.seq)) == 1  # handed over
+            monkeypatch.setattr(lease_index, "_entries", spy)
+            backend._follower.step()
+            assert read == [f"{CIDR}/{theirs.address}"]  # its own bind came from memory
+            for binding in (mine, theirs):
+                assert backend.index.holder(CIDR, parse_address(binding.address,
+                                                                field="address"))
+            assert own.after(0) == []
+        finally:
+            backend.close()
+
+
 def test_a_follower_that_cannot_read_says_so_once_and_carries_on(
         dhcp_app, behind, make_client, monkeypatch, caplog):
     from app.services import lease_index
