@@ -81,3 +81,5 @@ def test_a_lease_let_go_here_holds_nothing_even_when_an_older_entry_comes_later(
     index.apply([change(1, 10, "a", "released"), change(2, 10, "a", "bound")])
     assert index.holding(NET, "a").lease_id == 2  # a new lease of it holds as any other
     index.let_go(NET, "nobody", 10)  # a client it never knew: nothing to do
+    assert index.holding(NET, "a").lease_id == 2 and index.holder(NET, 10).lease_id == 2
+    assert index.holding(NET, "nobody") is None
