@@ -46,10 +46,10 @@ _LEASES = text(_LEASES_SQL)
 # them, the lease's id, client, state and expiry, taken out of the payload by the database;
 # then one row with the batch's last seq and size, so the index moves past entries of other
 # kinds without fetching them.
-# On PostgreSQL, entries in the multirange (this process's own, `Own`) are left out.
+# On PostgreSQL, entries in the ranges (this process's own, `Own`) are left out.
 _ENTRIES_PG = (
     "WITH e AS (SELECT seq, kind, subject, payload FROM audit_log WHERE seq > %s"
-    " AND NOT %s::int8multirange @> seq ORDER BY seq LIMIT %s)"
+    " AND NOT (seq <@ ANY(%s::int8range[])) ORDER BY seq LIMIT %s)"
     " SELECT seq, subject, d->>'lease_id', d->>'client_id', d->>'state', d->>'expires_at',"
     " NULL::bigint FROM e, LATERAL (SELECT payload::json -> 'data' AS d) AS j"
     " WHERE kind LIKE 'lease.%%'"
@@ -139,7 +139,7 @@ def _entries(after: int, connection: Connection | None,
         connection.connection.driver_connection  # PostgreSQL's (psycopg)
     try:
         if raw is not None:
-            ranges = ",".join(f"[{s[0][0]},{s[-1][0]}]" for s in skip)
+            ranges = ",".join(f'"[{s[0][0]},{s[-1][0]}]"' for s in skip)
             return list(raw.execute(_ENTRIES_PG, (after, "{" + ranges + "}", BATCH)).fetchall())
         return list(db.session.execute(_ENTRIES, {"after": after, "batch": BATCH}).all())
     finally:
