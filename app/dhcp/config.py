@@ -135,7 +135,8 @@ class ServerConfig:
     after 2-4 s).
 
     Replies of a grouping backend (`GroupedLeaseBackend`), which become ready a group at a
-    time, go out `reply_burst` at a time with `reply_gap` seconds between (`dhcp.pacer`);
+    time, go out paced (`dhcp.pacer`): a quarter of those waiting, at least `reply_burst`
+    and at most `pacer.MOST` (or `reply_burst` if more), then `reply_gap` seconds of pause;
     `reply_burst=0` sends each on the group's thread at once.
     """
 

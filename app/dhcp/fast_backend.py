@@ -13,10 +13,10 @@ an offer taken elsewhere and lookups are the process backend's, so the instance 
 about them as on the process path.
 
 The server hands these exchanges over without blocking (`begin`, the
-`GroupedLeaseBackend` port) and sends each reply from the group's thread once it committed:
-no server thread waits per exchange, so a group holds every exchange that arrived while the
-previous one ran. A failed group commit fails only its own exchanges (silence: the clients
-retransmit), never with a wrong answer.
+`GroupedLeaseBackend` port) and sends each reply once its group committed (paced,
+`app.dhcp.pacer`): no server thread waits per exchange, so a group holds every exchange
+that arrived while the previous one ran. A failed group commit fails only its own
+exchanges (silence: the clients retransmit), never with a wrong answer.
 """
 
 from __future__ import annotations
