@@ -53,8 +53,11 @@ def test_client_renews_at_t1(start_server, make_client, kind):
     after = len(client.events())
     reason, renewed = client.wait_event(["RENEW", "renew"], after=after, timeout=20)
     assert renewed == address
-    stats = server.wait_for(lambda s: s["counters"].get("requests_renewing", 0) >= 1,
-                            what="a RENEWING request")
+    # The stats file is a snapshot: one taken between counting the RENEWING request and
+    # counting its ACK shows the first without the second, so wait for both.
+    stats = server.wait_for(lambda s: s["counters"].get("requests_renewing", 0) >= 1
+                            and s["counters"].get("acks", 0) >= 2,
+                            what="a RENEWING request and its ACK")
     assert stats["counters"]["acks"] >= 2
     assert stats["bindings"][address]["state"] == "bound"
 
