@@ -44,10 +44,10 @@ def flush(entries: Sequence[dict[str, Any]]) -> int | None:
     if row is not None:
         rows, seq, prev = _chained(entries, payloads, *row)
         uow.insert_tables([(AuditEntry.__table__, rows)], then=(_MOVE_PG, (seq, prev)))
-        return int(rows[0]["seq"])
-    head = _head()  # SQLite, or no head row yet
-    rows, head.seq, head.hash = _chained(entries, payloads, head.seq, head.hash)
-    uow.insert_rows(AuditEntry.__table__, rows)
+    else:
+        head = _head()  # SQLite, or no head row yet
+        rows, head.seq, head.hash = _chained(entries, payloads, head.seq, head.hash)
+        uow.insert_rows(AuditEntry.__table__, rows)
     return int(rows[0]["seq"])
 
 

@@ -9,9 +9,9 @@ milliseconds, so no DHCP exchange waits for it.
 
 The server's own transactions hand their entries to the follower as they commit
 (`Follower.own`): on PostgreSQL it then reads only the other writers' entries, and takes
-its own from memory, merged in seq order. Reading back what the process had just written
-was most of the follower's work on a busy server (a twentieth of its interpreter time at
-3,400 new leases/s), and the database's too (each payload's JSON parsed again).
+its own from memory, merged in seq order. On a busy server nearly every entry is its own,
+so reading them back was most of the follower's work, and the database's too (each
+payload's JSON parsed again).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def catch_up(index: LeaseIndex, connection: Connection | None = None,
                 if index.seq < seq <= reached]
         if not theirs and not mine and reached <= index.seq:
             return read
-        merged = sorted(theirs + mine, key=_first) if theirs and mine else theirs or mine
+        merged = sorted(theirs + mine, key=_seq)  # seqs are distinct: the SQL left mine out
         index.apply([change for _, change in merged if change is not None], reached)
         if own is not None:
             own.forget(reached)
@@ -129,7 +129,7 @@ def catch_up(index: LeaseIndex, connection: Connection | None = None,
             return read
 
 
-def _first(pair: tuple[int, Any]) -> int:
+def _seq(pair: tuple[int, Any]) -> int:
     return pair[0]
 
 
@@ -166,16 +166,13 @@ class Own:
     def after(self, seq: int) -> list[list[tuple[int, Change | None]]]:
         """The runs with entries after `seq`, in seq order."""
         with self._lock:
-            return sorted((run for run in self._runs if run[-1][0] > seq), key=_head)
+            return sorted((run for run in self._runs if run[-1][0] > seq),
+                          key=lambda run: _seq(run[0]))
 
     def forget(self, seq: int) -> None:
         """Drop the runs the follower has passed."""
         with self._lock:
             self._runs = [run for run in self._runs if run[-1][0] > seq]
-
-
-def _head(run: list[tuple[int, Change | None]]) -> int:
-    return run[0][0]
 
 
 def _change_of(entry: dict[str, Any]) -> Change | None:
