@@ -26,6 +26,7 @@ def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str, way: s
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     if way == "copy":
         monkeypatch.setattr(uow, "UNNEST_CHARS", 0)  # every table counts as long
+        monkeypatch.setattr(uow, "LONG_ROW_CHARS", 0)
     at = datetime(2026, 11, 29, 4, 52, 12, 123456, tzinfo=UTC)
     detail = {"text": AWKWARD, "nested": [1, None, True, 2.5, {"é": "\t"}]}
     with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
@@ -53,6 +54,49 @@ def test_rows_come_back_as_they_went_in(tmp_path: Path, pg_database: str, way: s
         entry = db.session.execute(select(AuditEntry).where(AuditEntry.seq == 10_001)
                                    ).scalar_one()
         assert (entry.subject, entry.payload, entry.at) == (AWKWARD, AWKWARD, at)
+
+
+def test_a_column_is_escaped_for_copy_only_where_it_needs_to_be() -> None:
+    """One search over a column decides; a column with one special character anywhere
+    is escaped value by value, as `copy_text` does alone."""
+    plain = ["bound", None, "", "10.0.0.1"]
+    assert uow.copy_texts(plain) == ["bound", "\\N", "", "10.0.0.1"]
+    mixed = ["a", None, AWKWARD, "b\\c"]
+    assert uow.copy_texts(mixed) == [uow.copy_text(text) for text in mixed]
+    assert uow.copy_texts(mixed)[2] == AWKWARD.replace("\\", "\\\\").replace(
+        "\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def test_many_short_rows_go_in_the_statement_and_long_documents_by_copy(
+        tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large group's ledger entries are many short rows: one statement with the rest
+    (COPY would cost three round trips more under the ledger head's lock); rows of long
+    documents go by COPY."""
+    at = datetime(2026, 11, 29, 4, 52, 12, tzinfo=UTC)
+    copied: list[str] = []
+    copy = uow._copy
+
+    def recorded(connection: object, table: object, *args: object) -> None:
+        copied.append(table.name)  # type: ignore[attr-defined]
+        copy(connection, table, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(uow, "_copy", recorded)
+
+    def entries(first: int, count: int, size: int) -> list[dict[str, object]]:
+        return [{"seq": seq, "at": at, "actor": "a", "kind": "k", "subject": "s",
+                 "payload": "p" * size, "prev_hash": "p", "hash": "h"}
+                for seq in range(first, first + count)]
+
+    with running_app(tmp_path, database_url=pg_database) as app, app.app_context():
+        with uow.unit_of_work():
+            short = entries(20_001, 400, 300)  # 120 kB in all
+            assert sum(len(str(row["payload"])) for row in short) > uow.UNNEST_CHARS
+            uow.insert_rows(AuditEntry.__table__, short)
+            assert copied == []
+            uow.insert_rows(AuditEntry.__table__, entries(30_001, 8, 6_000))
+            assert copied == ["audit_log"]
+        assert db.session.execute(text(
+            "SELECT count(*) FROM audit_log WHERE seq > 20000")).scalar() == 408
 
 
 def test_binary_values_are_refused_not_mangled() -> None:
