@@ -369,22 +369,20 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     for a worker."""
     definition = definitions.current(PROCESS_KEY)
     snap = _snapshot(definition)
-    # Ids from the sequences (PostgreSQL) let each lease row name its instance at once;
-    # on SQLite the instances get theirs when inserted, after the leases. Start jobs are
-    # needed only where no snapshot stands for the instances.
-    taken: tuple[list[int], list[int]] | None
-    if snap is not None:
-        instance_ids = ids.allocate(ProcessInstance, len(asks))
-        taken = (instance_ids, []) if instance_ids is not None else None
-    else:
-        taken = ids.allocate_pair(ProcessInstance, ServiceJob, len(asks))
+    # Ids from the sequences (PostgreSQL) let each lease row name its instance at once:
+    # drawn by the INSERT of the leases itself, or ahead of it with the start jobs' where
+    # no snapshot stands for the instances. On SQLite the instances get theirs when
+    # inserted, after the leases.
+    taken = None if snap is not None else \
+        ids.allocate_pair(ProcessInstance, ServiceJob, len(asks))
     binds = []
     for n, ask in enumerate(asks):
         binds.append(leases.Bind(
             subnet=subnets.known(ask.cidr), client_id=ask.client_id,
             address=parse_address(ask.address, field="address"), hostname=ask.hostname,
             hwaddr=ask.hwaddr, instance_id=taken[0][n] if taken else None))
-    bound = leases.bind_new(binds, actor=actor)
+    bound = leases.bind_new(binds, actor=actor,
+                            instance_ids_of=ProcessInstance if snap is not None else None)
     place_of = {place: n for n, place in enumerate(places)}
     lost = [ask for ask, lease in zip(asks, bound, strict=True) if lease is None]
     # A copy of the same REQUEST in a concurrent group may have bound it first: then this
@@ -407,6 +405,9 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
                                           client_id=lease.client_id, lease_id=lease.id))
         made.append((place, lease))
     kept = [place_of[place] for place, _ in made]
+    drawn = [lease.instance_id for _, lease in made]  # None on SQLite
+    named = [n for n in drawn if n is not None]
+    known = len(named) == len(drawn)
     if snap is not None:
         # The instances are stored where their first engine run would leave them: the
         # binding adopted, waiting at "bound". No start job, no worker, no engine step.
@@ -416,12 +417,12 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         def started(instance_id: int, entry: instances.Accepted) -> tuple[str, Any]:
             return _DEFERRED, _expiry(entry) if snap.timer_field else None
 
-        stored = instances.store_started(definition, entries, started, instance_ids=(
-            [taken[0][n] for n in kept] if taken else None))
+        stored = instances.store_started(definition, entries, started,
+                                         instance_ids=named if known else None)
     else:  # a diagram whose adoption runs service tasks: a worker starts the instances
         stored = instances.accept_many(definition, entries, ids_taken=(
             [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None)
-    if taken is None:  # SQLite: the instance ids are known only now
+    if not known:  # SQLite: the instance ids are known only now
         leases.name_instances([(lease.id, instance_id)
                                for (_, lease), instance_id in zip(made, stored, strict=True)])
     for (place, lease), instance_id in zip(made, stored, strict=True):

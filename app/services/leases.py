@@ -306,9 +306,14 @@ class Bound:
     state: str = LeaseState.BOUND.value
 
 
-def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | None]:
+def bind_new(asks: Sequence[Bind], *, actor: str = "system",
+             instance_ids_of: Any = None) -> list[Bound | None]:
     """Insert each ask as a bound lease with a fresh expiry, in one statement; None where
-    the address has a holder already (the database's unique index said no)."""
+    the address has a holder already (the database's unique index said no).
+
+    `instance_ids_of` (a model): on PostgreSQL, each lease an ask left without an
+    instance names a fresh id of that model's sequence, drawn by the same statement (its
+    `Bound.instance_id`), instead of a round trip for the ids before it."""
     if not asks:
         return []
     now = utcnow()
@@ -317,6 +322,7 @@ def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | Non
     if raw is not None:  # PostgreSQL: one plain statement over arrays, no ORM rows
         returned = raw.execute(_BIND_PG, (
             now, actor,
+            None if instance_ids_of is None else instance_ids_of.__table__.name,
             plain_sql.ints(a.subnet.id for a in asks), plain_sql.ints(a.address for a in asks),
             plain_sql.texts(a.client_id for a in asks),
             plain_sql.ints(a.instance_id for a in asks), plain_sql.texts(a.hostname for a in asks),
@@ -324,24 +330,25 @@ def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | Non
             plain_sql.ints(a.subnet.lease_time for a in asks))).fetchall()
         _statistics.grew(len(returned))
     else:
-        returned = [(lease.id, lease.subnet_id, lease.address, lease.client_id)
+        returned = [(lease.id, lease.subnet_id, lease.address, lease.client_id,
+                     lease.instance_id)
                     for lease in _insert([{
                         "subnet_id": a.subnet.id, "address": a.address,
                         "state": LeaseState.BOUND.value, "client_id": a.client_id,
                         "instance_id": a.instance_id, "hostname": a.hostname, "owner": None,
                         "hwaddr": a.hwaddr, "created_at": now, "updated_at": now,
                         "expires_at": expiry[a.subnet.id]} for a in asks])]
-    inserted = {(subnet_id, address, client_id): lease_id
-                for lease_id, subnet_id, address, client_id in returned}
+    inserted = {(subnet_id, address, client_id): (lease_id, instance_id)
+                for lease_id, subnet_id, address, client_id, instance_id in returned}
     out: list[Bound | None] = []
     for ask in asks:
-        lease_id = inserted.get((ask.subnet.id, ask.address, ask.client_id))
-        if lease_id is None:
+        row = inserted.get((ask.subnet.id, ask.address, ask.client_id))
+        if row is None:
             out.append(None)  # held by someone else, or by another ask of this group
             continue
-        bound = Bound(id=lease_id, subnet_id=ask.subnet.id, cidr=ask.subnet.cidr,
+        bound = Bound(id=row[0], subnet_id=ask.subnet.id, cidr=ask.subnet.cidr,
                       address=ask.address, client_id=ask.client_id, hwaddr=ask.hwaddr,
-                      hostname=ask.hostname, instance_id=ask.instance_id,
+                      hostname=ask.hostname, instance_id=row[1],
                       expires_at=expiry[ask.subnet.id])
         # On PostgreSQL the statement wrote the history rows itself (`_BIND_PG`).
         _record(bound.id, bound.cidr, bound.address, bound.client_id, None, bound.expires_at,
@@ -352,22 +359,26 @@ def bind_new(asks: Sequence[Bind], *, actor: str = "system") -> list[Bound | Non
 
 # The bound leases, and each one's history row from what the INSERT returned: the database
 # writes the history, not Python (a group of hundreds formatted their rows in ~5 % of the
-# server's time). The history row's foreign key is checked at the statement's end.
+# server's time). The history row's foreign key is checked at the statement's end. A lease
+# without an instance id draws one from the named table's sequence, or stays without
+# (a NULL table name: nextval of NULL is NULL). An address another holder keeps draws an
+# id all the same: a sequence has gaps anyway.
 _BIND_PG = (
-    "WITH n AS (SELECT %s::timestamptz AS now, %s::text AS actor),"  # noqa: S608
+    "WITH n AS (SELECT %s::timestamptz AS now, %s::text AS actor,"  # noqa: S608
+    " pg_get_serial_sequence(%s::text, 'id')::regclass AS seq),"
     " ins AS (INSERT INTO leases (subnet_id, address, state, client_id, instance_id,"
     " hostname, hwaddr, expires_at, created_at, updated_at)"
-    f" SELECT s, a, '{LeaseState.BOUND.value}', c, i, h, w,"
+    f" SELECT s, a, '{LeaseState.BOUND.value}', c, COALESCE(i, nextval(n.seq)), h, w,"
     " n.now + make_interval(secs => t), n.now, n.now"
     " FROM n, unnest(%s::integer[], %s::bigint[],"
     " %s::text[], %s::bigint[], %s::text[], %s::text[], %s::integer[])"
     " AS v(s, a, c, i, h, w, t)"
     f" ON CONFLICT (subnet_id, address) WHERE {HOLDING_SQL} DO NOTHING"
-    " RETURNING id, subnet_id, address, client_id),"
+    " RETURNING id, subnet_id, address, client_id, instance_id),"
     " hist AS (INSERT INTO lease_history (lease_id, at, event, from_state, to_state, actor,"
     f" detail) SELECT ins.id, n.now, 'commit', NULL, '{LeaseState.BOUND.value}', n.actor,"
     " '{}'::json FROM ins, n)"
-    " SELECT id, subnet_id, address, client_id FROM ins")
+    " SELECT id, subnet_id, address, client_id, instance_id FROM ins")
 
 
 def name_instances(pairs: Sequence[tuple[int, int]]) -> None:

@@ -71,6 +71,8 @@ def test_an_offer_needs_no_instance_and_the_ack_stores_one_that_adopts_the_bindi
     instance = instance_of(dhcp_app, client)
     assert instance["state"] == "waiting" and instance["process"] == "dhcp_lease"
     assert instance["lease_id"] == lease["id"] == lease_of(dhcp_app, client)["id"]
+    # Each names the other: on PostgreSQL the lease's INSERT drew the instance's id.
+    assert lease["instance_id"] == instance["id"]
     assert count(dhcp_app, ServiceJob) == 0
     kinds = audit_kinds(dhcp_app)
     assert "lease.commit" in kinds and "instance.start" in kinds
@@ -349,6 +351,41 @@ def test_a_group_of_offers_reads_outside_a_transaction_and_bindings_inside_one(d
                 status = plain_sql.connection().info.transaction_status
                 assert status == TransactionStatus.INTRANS
         assert isinstance(bound, dhcp.LeaseView) and bound.state == "bound"
+
+
+def test_each_lease_of_a_group_names_its_own_instance(dhcp_app):
+    """A group of bindings, one of them for an address another of the group got first:
+    every bound lease names the instance stored for it (on PostgreSQL the leases' INSERT
+    draws the ids), and the lost one stores none."""
+    from app.ipam.offers import OfferBook
+    from app.services import dora as fast_dora
+    from app.services.uow import unit_of_work
+
+    book = OfferBook()
+    clients = [f"01:bb:{n:02x}" for n in range(4)]
+    with dhcp_app.app_context():
+        with unit_of_work():
+            offers = fast_dora.run([fast_dora.Discover(cidr=CIDR, client_id=c)
+                                    for c in clients[:3]], book=book, actor="test")
+        asks = [fast_dora.Request(cidr=CIDR, client_id=c, address=o.address)
+                for c, o in zip(clients[:3], offers, strict=True)]
+        # The fourth client asks for the first one's address in the same group.
+        asks.append(fast_dora.Request(cidr=CIDR, client_id=clients[3],
+                                      address=offers[0].address))
+        with unit_of_work():
+            outcomes = fast_dora.run(asks, book=book, actor="test")
+        assert [o.state for o in outcomes[:3]] == ["bound"] * 3
+        assert isinstance(outcomes[3], fast_dora.Refused)
+        rows = db.session.execute(
+            select(Lease.id, Lease.instance_id, ProcessInstance.lease_id)
+            .join(ProcessInstance, ProcessInstance.id == Lease.instance_id)
+            .where(Lease.client_id.in_(clients))).all()
+        assert len(rows) == 3 and all(lease == named for lease, _, named in rows)
+        assert len({instance for _, instance, _ in rows}) == 3
+        assert [o.instance_id for o in outcomes[:3]] == [
+            next(i for lease, i, _ in rows if lease == o.lease_id) for o in outcomes[:3]]
+        assert db.session.execute(select(func.count()).select_from(ProcessInstance).where(
+            ProcessInstance.client_id == clients[3])).scalar() == 0
 
 
 # --- DISCOVERs from memory: the lease index ----------------------------------------------
