@@ -94,8 +94,7 @@ class Pacer(Generic[T]):
             self._ready.wait()
             self._ready.clear()
             self.drain()
-            if self._closed:
-                self.drain()
+            if self._closed:  # close() drains what came after, once this thread ended
                 return
 
     def _run(self, item: T) -> None:

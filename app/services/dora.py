@@ -405,9 +405,8 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
                                           client_id=lease.client_id, lease_id=lease.id))
         made.append((place, lease))
     kept = [place_of[place] for place, _ in made]
-    drawn = [lease.instance_id for _, lease in made]  # None on SQLite
-    named = [n for n in drawn if n is not None]
-    known = len(named) == len(drawn)
+    named = [lease.instance_id for _, lease in made if lease.instance_id is not None]
+    known = len(named) == len(made)  # not on SQLite: the instances' insert gives the ids
     if snap is not None:
         # The instances are stored where their first engine run would leave them: the
         # binding adopted, waiting at "bound". No start job, no worker, no engine step.
