@@ -70,7 +70,7 @@ from bench.peers.leaseflow_dhcp import (
     ProductTarget,
     describe,
 )
-from bench.peers.netns import Namespace, NetnsUnavailable, veth_pair
+from bench.peers.netns import Namespace, NetnsUnavailable, udp_counters, veth_pair
 from bench.peers.perfdhcp import (
     DISCOVER_OFFER,
     RENEW_ACK,
@@ -305,10 +305,50 @@ class Step:
     drop_ratio: float
     figures: ProductFigures | None = None  # the product's, of this step
     cpu: CpuUse | None = None  # CPU ms per completed exchange (server, database)
+    overflows: Overflows | None = None  # where counted
 
     @property
     def passed(self) -> bool:
         return self.drop_ratio <= MAX_DROP_RATIO
+
+
+@dataclass(frozen=True)
+class Overflows:
+    """Datagrams lost during a step at a socket whose receive buffer was full (the
+    namespaces' UDP RcvbufErrors): at the server's sockets, and at perfdhcp's. A reply lost
+    at perfdhcp's counts as a drop although the server sent it."""
+
+    server: int
+    client: int
+
+    def __bool__(self) -> bool:
+        return bool(self.server or self.client)
+
+    def __sub__(self, before: Overflows) -> Overflows:
+        return Overflows(self.server - before.server, self.client - before.client)
+
+
+OverflowCounter = Callable[[], Overflows]
+
+
+def overflow_counter(server: Namespace, client: Namespace) -> OverflowCounter:
+    """The two namespaces' RcvbufErrors so far."""
+    def read() -> Overflows:
+        return Overflows(udp_counters(server).get("RcvbufErrors", 0),
+                         udp_counters(client).get("RcvbufErrors", 0))
+    return read
+
+
+def overflow_note(steps: Sequence[Step]) -> str | None:
+    """Where the failed steps among `steps` lost datagrams to full receive buffers, or
+    None when no failed step was counted."""
+    failed = [step.overflows for step in steps if not step.passed and step.overflows is not None]
+    if not failed:
+        return None
+    at_client = sum(1 for lost in failed if lost.client)
+    return (f"{at_client} of {len(failed)} failed steps lost replies in perfdhcp's receive "
+            f"buffer ({sum(lost.client for lost in failed):,} datagrams); the server's "
+            f"sockets lost {sum(lost.server for lost in failed):,}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,6 +377,7 @@ class ServerResult:
     figures: ProductFigures | None = None  # the product's, of the step new_leases_per_s is from
     figures_rate: int | None = None  # that step's offered rate
     cpu_ms: CpuUse | None = None  # CPU ms per new lease at the best new-lease step
+    overflows: str | None = None  # `overflow_note` of the search's steps
 
 
 def search_highest_rate(
@@ -413,7 +454,9 @@ def delay_run(
 
 
 def measure_server(target: Target, client: Namespace, plan: Plan,
-                   progress: Callable[[str], None]) -> ServerResult:
+                   progress: Callable[[str], None],
+                   overflows: OverflowCounter | None = None) -> ServerResult:
+    """`overflows`: counts each step's datagrams lost at full receive buffers."""
     server_ip = SERVER_ADDRESS.split("/")[0]
     steps = 0
     last_new: Step | None = None  # whose figures to show when no step passes
@@ -432,16 +475,18 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         target.fresh()
         clients = min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2)))
         meter = Meter(target.server_pids, database=target.uses_postgres)
+        before = overflows() if overflows is not None else None
         meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=clients, timestamps=timestamps)
         cpu = meter.stop().per(run.new_lease_rate * plan.seconds)
+        lost = overflows() - before if overflows is not None and before is not None else None
         step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio,
-                    cpu=cpu)
+                    cpu=cpu, overflows=lost)
         progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}, CPU ms/lease {_cpu(cpu)}")
+                 f"drops {step.drop_ratio:.3%}{_lost(lost)}, CPU ms/lease {_cpu(cpu)}")
         step = Step(rate=step.rate, completed=step.completed, drop_ratio=step.drop_ratio,
-                    figures=settle(), cpu=cpu)
+                    figures=settle(), cpu=cpu, overflows=lost)
         if not timestamps:
             last_new = step
             tried_new.append(step)
@@ -451,12 +496,14 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         nonlocal steps
         steps += 1
         target.fresh()
+        before = overflows() if overflows is not None else None
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=RENEW_CLIENTS, renew_rate=rate, timestamps=timestamps)
+        lost = overflows() - before if overflows is not None and before is not None else None
         drop = max(run.dora_drop_ratio, run.renew_drop_ratio)
-        step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop)
+        step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop, overflows=lost)
         progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}")
+                 f"drops {step.drop_ratio:.3%}{_lost(lost)}")
         settle()
         if not timestamps:
             tried_renew.append(step)
@@ -500,7 +547,15 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
                        "renew_delays_drop_ratio": renew_step.drop_ratio,
                        "renew_p50_ms": renew.percentile(50),
                        "renew_p99_ms": renew.percentile(99)}
+    result["overflows"] = overflow_note(tried_new + tried_renew)
     return ServerResult(**result, steps=steps)  # type: ignore[arg-type]
+
+
+def _lost(lost: Overflows | None) -> str:
+    """A step's datagrams lost at full receive buffers, for its progress line."""
+    if lost is None:
+        return ""
+    return f" (receive buffers overflowed: server {lost.server:,}, perfdhcp {lost.client:,})"
 
 
 @contextlib.contextmanager
@@ -541,7 +596,7 @@ def run_bench(servers: Sequence[str], plan: Plan, progress: Callable[[str], None
                 target.start()
                 results.append(measure_server(
                     target, client, product_plan(plan, dora) if name == "product" else plan,
-                    progress))
+                    progress, overflow_counter(server, client)))
             except (BenchError, KeaPeerError, PerfdhcpError, ProductError) as exc:
                 results.append(ServerResult(server=target.name, error=str(exc)))
             finally:
@@ -599,6 +654,8 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
             lines.append(f"{r.server}: {r.error}")
         if r.figures is not None:
             lines.append(product_line(r))
+        if r.overflows is not None:
+            lines.append(f"{r.server}: {r.overflows}")
         for what, rate, drops in (("delays", r.delays_rate, r.delays_drop_ratio),
                                   ("renew delays", r.renew_delays_rate,
                                    r.renew_delays_drop_ratio)):
@@ -629,6 +686,8 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
         f"{plan.max_rate:,}/s or its time budget);",
         "CPU ms/lease: user + system CPU of the server's processes (the product's followers",
         "  too) during that step, per lease completed; + db: the PostgreSQL cluster's.",
+        "receive buffers: datagrams lost at a full socket receive buffer during a step (the",
+        "  namespaces' UDP RcvbufErrors); perfdhcp counts a reply lost at its own as a drop.",
     ]
     if any(r.figures is not None for r in results):
         lines += [

@@ -51,6 +51,21 @@ class Namespace:
         return subprocess.Popen(self.cmd(argv), **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
+def parse_udp_counters(snmp: str) -> dict[str, int]:
+    """The `Udp:` counters of /proc/net/snmp's text: a line of names, then one of values."""
+    rows = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2 or len(rows[0]) != len(rows[1]):
+        raise ValueError("no Udp counters in this /proc/net/snmp text")
+    return dict(zip(rows[0], map(int, rows[1]), strict=True))
+
+
+def udp_counters(namespace: Namespace) -> dict[str, int]:
+    """The UDP counters of `namespace` (its own /proc/net/snmp), e.g. RcvbufErrors: the
+    datagrams that reached a socket with a full receive buffer and were lost there."""
+    done = namespace.run(["cat", "/proc/net/snmp"], check=True)
+    return parse_udp_counters(done.stdout)
+
+
 @contextlib.contextmanager
 def veth_pair(
     server_address: str = "10.77.0.1/24", client_address: str | None = None
