@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -321,14 +321,20 @@ class Overflows:
     server: int
     client: int
 
-    def __bool__(self) -> bool:
-        return bool(self.server or self.client)
-
     def __sub__(self, before: Overflows) -> Overflows:
         return Overflows(self.server - before.server, self.client - before.client)
 
 
 OverflowCounter = Callable[[], Overflows]
+
+
+def overflows_since(counter: OverflowCounter | None) -> Callable[[], Overflows | None]:
+    """A reading of `counter` now, and a function giving what overflowed since (None
+    without a counter)."""
+    if counter is None:
+        return lambda: None
+    before = counter()
+    return lambda: counter() - before
 
 
 def overflow_counter(server: Namespace, client: Namespace) -> OverflowCounter:
@@ -475,18 +481,17 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         target.fresh()
         clients = min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2)))
         meter = Meter(target.server_pids, database=target.uses_postgres)
-        before = overflows() if overflows is not None else None
+        lost = overflows_since(overflows)
         meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=clients, timestamps=timestamps)
         cpu = meter.stop().per(run.new_lease_rate * plan.seconds)
-        lost = overflows() - before if overflows is not None and before is not None else None
         step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio,
-                    cpu=cpu, overflows=lost)
+                    cpu=cpu, overflows=lost())
         progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}{_lost(lost)}, CPU ms/lease {_cpu(cpu)}")
-        step = Step(rate=step.rate, completed=step.completed, drop_ratio=step.drop_ratio,
-                    figures=settle(), cpu=cpu, overflows=lost)
+                 f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}, "
+                 f"CPU ms/lease {_cpu(cpu)}")
+        step = replace(step, figures=settle())
         if not timestamps:
             last_new = step
             tried_new.append(step)
@@ -496,14 +501,13 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         nonlocal steps
         steps += 1
         target.fresh()
-        before = overflows() if overflows is not None else None
+        lost = overflows_since(overflows)
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=RENEW_CLIENTS, renew_rate=rate, timestamps=timestamps)
-        lost = overflows() - before if overflows is not None and before is not None else None
         drop = max(run.dora_drop_ratio, run.renew_drop_ratio)
-        step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop, overflows=lost)
+        step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop, overflows=lost())
         progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}{_lost(lost)}")
+                 f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}")
         settle()
         if not timestamps:
             tried_renew.append(step)

@@ -55,9 +55,8 @@ def test_the_note_counts_only_failed_steps_that_were_counted() -> None:
     assert overflow_note(steps[3:]) is None
 
 
-def test_overflows_subtract_and_say_whether_any() -> None:
+def test_overflows_subtract() -> None:
     assert Overflows(5, 1010) - Overflows(5, 9) == Overflows(0, 1001)
-    assert Overflows(0, 1) and not Overflows(0, 0)
 
 
 class FakeServer:
@@ -83,7 +82,7 @@ class FakeServer:
 
 def test_each_step_says_where_its_datagrams_were_lost(monkeypatch: pytest.MonkeyPatch) -> None:
     target = FakeServer(capacity=1500)
-    counted = Overflows(0, 0)
+    counted = Overflows(3, 40)  # what the namespaces counted before this server
 
     def fake_perfdhcp(_ns: object, *, rate: int, **_: object) -> PerfdhcpRun:
         nonlocal counted
