@@ -417,14 +417,21 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
             return _DEFERRED, _expiry(entry) if snap.timer_field else None
 
         stored = instances.store_started(definition, entries, started,
-                                         instance_ids=named if known else None)
+                                         instance_ids=named if known else None, record=False)
     else:  # a diagram whose adoption runs service tasks: a worker starts the instances
         stored = instances.accept_many(definition, entries, ids_taken=(
-            [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None)
+            [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None,
+            record=False)
     if not known:  # SQLite: the instance ids are known only now
         leases.name_instances([(lease.id, instance_id)
                                for (_, lease), instance_id in zip(made, stored, strict=True)])
+    # One ledger entry per binding: the lease's commit names the instance that governs it
+    # (an entry of its own for the instance's start cost a tenth of the group's work).
+    process = f"{definition.key}/v{definition.version}"
     for (place, lease), instance_id in zip(made, stored, strict=True):
+        leases.committed(lease, actor=actor, detail={
+            "process": process, "instance_id": instance_id, "hwaddr": lease.hwaddr,
+            "hostname": lease.hostname})
         found[place] = view(lease, instance_id=instance_id)
 
 

@@ -207,7 +207,8 @@ Version = ProcessDefinition | definitions.Current
 
 
 def accept_many(definition: Version, entries: Sequence[Accepted], *,
-                ids_taken: tuple[Sequence[int], Sequence[int]] | None = None) -> list[int]:
+                ids_taken: tuple[Sequence[int], Sequence[int]] | None = None,
+                record: bool = True) -> list[int]:
     """Store one instance of `definition` per entry, with an `engine.start` job each; their
     ids (`ids_taken`: the instances' and jobs' ids, if the caller took them from the
     sequences already, see `ids.allocate_pair`).
@@ -222,6 +223,9 @@ def accept_many(definition: Version, entries: Sequence[Accepted], *,
     rows that go in with the unit of work's other rows (COPY, parents first), not ORM
     objects: nothing in the accepting transaction reads them back. Without (SQLite), the
     instances are flushed to get their ids.
+
+    `record`: each start gets its own ledger entry; False where another entry names the
+    instance already (a lease's commit on the DHCP fast path, `dora`).
     """
     if not entries:
         return []
@@ -236,7 +240,8 @@ def accept_many(definition: Version, entries: Sequence[Accepted], *,
             uow.add_row(_table, _instance_row(definition, entry, instance_id, now))
     pending = uow.pending()
     for place, (entry, instance_id) in enumerate(zip(entries, ids_, strict=True)):
-        _record_start(definition, entry, instance_id)
+        if record:
+            _record_start(definition, entry, instance_id)
         job = {"instance_id": instance_id, "task_id": START, "task_name": START,
                "operation": START, "params": {}, "attempt": 1, "max_attempts": 1,
                "backoff_base": 0, "status": "queued", "queue": "default", "deliveries": 0,
@@ -283,11 +288,13 @@ StartedState = Callable[[int, "Accepted"], tuple[str, "datetime | None"]]
 
 def store_started(definition: Version, entries: Sequence[Accepted],
                   started: StartedState, *,
-                  instance_ids: Sequence[int] | None = None) -> list[int]:
+                  instance_ids: Sequence[int] | None = None,
+                  record: bool = True) -> list[int]:
     """Store one instance per entry already waiting where its engine run would have left
     it: `started(instance_id, entry)` gives its serialized workflow and next wake-up (from
     an engine snapshot, `runtime.stamp`). No `engine.start` job, no worker: the same rows a
-    worker's first step would have written. Their ids (`instance_ids` if taken already)."""
+    worker's first step would have written. Their ids (`instance_ids` if taken already).
+    `record` as for `accept_many`."""
     if not entries:
         return []
     ids_ = list(instance_ids) if instance_ids is not None else \
@@ -304,8 +311,9 @@ def store_started(definition: Version, entries: Sequence[Accepted],
             workflow, wake_at = started(instance_id, entry)
             uow.add_row(_table, _instance_row(definition, entry, instance_id, now,
                                               workflow=workflow, wake_at=wake_at))
-    for entry, instance_id in zip(entries, ids_, strict=True):
-        _record_start(definition, entry, instance_id)
+    if record:
+        for entry, instance_id in zip(entries, ids_, strict=True):
+            _record_start(definition, entry, instance_id)
     return ids_
 
 

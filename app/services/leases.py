@@ -309,7 +309,8 @@ class Bound:
 def bind_new(asks: Sequence[Bind], *, actor: str = "system",
              instance_ids_of: Any = None) -> list[Bound | None]:
     """Insert each ask as a bound lease with a fresh expiry, in one statement; None where
-    the address has a holder already (the database's unique index said no).
+    the address has a holder already (the database's unique index said no). The caller
+    records each one's ledger entry (`committed`) once it knows what took the lease over.
 
     `instance_ids_of` (a model): on PostgreSQL, each lease an ask left without an
     instance names a fresh id of that model's sequence, drawn by the same statement (its
@@ -350,11 +351,17 @@ def bind_new(asks: Sequence[Bind], *, actor: str = "system",
                       address=ask.address, client_id=ask.client_id, hwaddr=ask.hwaddr,
                       hostname=ask.hostname, instance_id=row[1],
                       expires_at=expiry[ask.subnet.id])
-        # On PostgreSQL the statement wrote the history rows itself (`_BIND_PG`).
-        _record(bound.id, bound.cidr, bound.address, bound.client_id, None, bound.expires_at,
-                "commit", None, LeaseState.BOUND, actor, history=raw is None)
+        if raw is None:  # on PostgreSQL the statement wrote the history rows (`_BIND_PG`)
+            _history_row(bound.id, "commit", None, LeaseState.BOUND, actor, None)
         out.append(bound)
     return out
+
+
+def committed(bound: Bound, *, actor: str, detail: Mapping[str, Any]) -> None:
+    """The ledger entry of a lease `bind_new` inserted, with `detail` (e.g. the instance
+    that governs it from now on: one entry says both)."""
+    _record(bound.id, bound.cidr, bound.address, bound.client_id, None, bound.expires_at,
+            "commit", None, LeaseState.BOUND, actor, detail, history=False)
 
 
 # The bound leases, and each one's history row from what the INSERT returned: the database
@@ -473,14 +480,19 @@ def _record(lease_id: int, cidr: str, address: int, client_id: str, owner: str |
     """A lease's change in its history (unless the caller's statement wrote that row) and
     in the ledger."""
     if history:
-        uow.add_row(LeaseHistory.__table__, {
-            "lease_id": lease_id, "at": utcnow(), "event": name,
-            "from_state": before.value if before else None, "to_state": after.value,
-            "actor": actor, "detail": dict(detail or {})})
+        _history_row(lease_id, name, before, after, actor, detail)
     uow.record(kind=f"lease.{name}", subject=f"{cidr}/{int_to_ip(address)}",
                actor=actor, payload={"lease_id": lease_id, "client_id": client_id,
                                      "state": after.value, "owner": owner,
                                      "expires_at": _iso(expires_at), **dict(detail or {})})
+
+
+def _history_row(lease_id: int, name: str, before: LeaseState | None, after: LeaseState,
+                 actor: str, detail: Mapping[str, Any] | None) -> None:
+    uow.add_row(LeaseHistory.__table__, {
+        "lease_id": lease_id, "at": utcnow(), "event": name,
+        "from_state": before.value if before else None, "to_state": after.value,
+        "actor": actor, "detail": dict(detail or {})})
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -3,6 +3,7 @@ transactions, the `dhcp_lease` instance follows and governs the rest of the leas
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -74,9 +75,16 @@ def test_an_offer_needs_no_instance_and_the_ack_stores_one_that_adopts_the_bindi
     # Each names the other: on PostgreSQL the lease's INSERT drew the instance's id.
     assert lease["instance_id"] == instance["id"]
     assert count(dhcp_app, ServiceJob) == 0
+    # One ledger entry for the binding: the lease's commit names its instance.
     kinds = audit_kinds(dhcp_app)
-    assert "lease.commit" in kinds and "instance.start" in kinds
-    assert "lease.reserve" not in kinds
+    assert kinds.count("lease.commit") == 1
+    assert "instance.start" not in kinds and "lease.reserve" not in kinds
+    with dhcp_app.app_context():
+        entry = db.session.execute(select(AuditEntry).where(
+            AuditEntry.kind == "lease.commit")).scalar_one()
+    data = json.loads(entry.payload)["data"]
+    assert data["instance_id"] == instance["id"] and data["lease_id"] == lease["id"]
+    assert data["process"].startswith("dhcp_lease/v") and data["state"] == "bound"
 
 
 def test_an_instance_is_stored_as_a_name_for_the_snapshot_and_read_whole(
