@@ -42,7 +42,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -240,10 +240,7 @@ def _choose(asks: Sequence[Discover], places: Sequence[int],
     else the first free of its preferred addresses and random probes (one read for the
     group), else one from the exact free list."""
     ask_at = dict(zip(places, asks, strict=True))
-    target: dict[str, subnets.Known] = {}
-    for ask in asks:
-        if ask.cidr not in target:
-            target[ask.cidr] = subnets.known(ask.cidr)
+    target = _subnets(ask.cidr for ask in asks)
     known = leases.recent({(target[a.cidr].id, a.client_id) for a in asks})
     queues: dict[int, list[int]] = {}
     holding: list[int] = []
@@ -289,12 +286,17 @@ def _pick(ask: Discover, queue: list[int], taken: set[int], subnet: subnets.Know
     return None
 
 
+def _subnets(cidrs: Iterable[str]) -> dict[str, subnets.Known]:
+    """Each distinct subnet of a group, looked up once (not once per exchange)."""
+    return {cidr: subnets.known(cidr) for cidr in set(cidrs)}
+
+
 def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     """The offered or bound lease of each (subnet, client), locked for this transaction,
     as a row of `_HELD_COLUMNS`, not an ORM object."""
     if not keys:
         return {}
-    ids_ = {cidr: subnets.known(cidr).id for cidr, _ in keys}
+    ids_ = {cidr: known.id for cidr, known in _subnets(cidr for cidr, _ in keys).items()}
     cidr_of = {subnet_id: cidr for cidr, subnet_id in ids_.items()}
     wanted = set(keys)
     raw = plain_sql.driver()
@@ -375,10 +377,11 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
     # inserted, after the leases.
     taken = None if snap is not None else \
         ids.allocate_pair(ProcessInstance, ServiceJob, len(asks))
+    target = _subnets(ask.cidr for ask in asks)
     binds = []
     for n, ask in enumerate(asks):
         binds.append(leases.Bind(
-            subnet=subnets.known(ask.cidr), client_id=ask.client_id,
+            subnet=target[ask.cidr], client_id=ask.client_id,
             address=parse_address(ask.address, field="address"), hostname=ask.hostname,
             hwaddr=ask.hwaddr, instance_id=taken[0][n] if taken else None))
     bound = leases.bind_new(binds, actor=actor,
@@ -475,7 +478,8 @@ def _renew_held(asks: Sequence[Request], held: Sequence[tuple[int, Any]],
     """Renew the bound leases `_sort_held` locked (a place and its row each) in one UPDATE.
     The instance is not told: its expiry timer asks the database before it lets a lease go
     (`ipam.lease` in the diagram); a message would cost an engine step per renewal."""
-    expiries = leases.renew_many([leases.Renewal(lease=lease, subnet=subnets.known(asks[i].cidr))
+    target = _subnets(asks[i].cidr for i, _ in held)
+    expiries = leases.renew_many([leases.Renewal(lease=lease, subnet=target[asks[i].cidr])
                                   for i, lease in held], actor=actor)
     for (i, lease), expires_at in zip(held, expiries, strict=True):
         found[i] = view(lease, expires_at=expires_at)
@@ -485,7 +489,7 @@ def _returning(asks: Sequence[Renew], places: Sequence[int],
                found: dict[int, Outcome]) -> list[int]:
     """Of clients we hold no lease for: the places of those back with their last address,
     free and in the pool (bound again); the others are refused or get silence."""
-    target = {ask.cidr: subnets.known(ask.cidr) for ask in asks}
+    target = _subnets(ask.cidr for ask in asks)
     known = leases.recent({(target[a.cidr].id, a.client_id) for a in asks})
     wanted: dict[str, set[int]] = {}
     for ask in asks:
