@@ -429,7 +429,7 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         leases.name_instances([(lease.id, instance_id)
                                for (_, lease), instance_id in zip(made, stored, strict=True)])
     # One ledger entry per binding: the lease's commit names the instance that governs it
-    # (an entry of its own for the instance's start cost a tenth of the group's work).
+    # (an entry of its own for the instance's start was the group's largest ledger row).
     process = f"{definition.key}/v{definition.version}"
     for (place, lease), instance_id in zip(made, stored, strict=True):
         leases.committed(lease, actor=actor, detail={
