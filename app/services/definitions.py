@@ -20,6 +20,11 @@ PROCESSES_DIR = Path(__file__).resolve().parents[2] / "processes"
 DEFAULT_KEY = "lease_lifecycle"
 
 
+def label(key: str, version: int) -> str:
+    """A process version's name in the ledger: "key/vN"."""
+    return f"{key}/v{version}"
+
+
 def store(xml: str, *, author: str, activate: bool = True) -> ProcessDefinition:
     """A new version of the document's process (after it parsed), optionally active."""
     try:
@@ -33,7 +38,7 @@ def store(xml: str, *, author: str, activate: bool = True) -> ProcessDefinition:
                                    checksum=digest, author=author, active=False)
     db.session.add(definition)
     db.session.flush()
-    uow.record(kind="process.store", subject=f"{spec.key}/v{definition.version}", actor=author,
+    uow.record(kind="process.store", subject=label(spec.key, definition.version), actor=author,
                payload={"checksum": digest})
     if activate:
         deploy(spec.key, definition.version, actor=author)
@@ -48,7 +53,7 @@ def deploy(key: str, version: int, *, actor: str) -> ProcessDefinition:
         row.active = False
     target.active = True
     _current.forget()
-    uow.record(kind="process.deploy", subject=f"{key}/v{version}", actor=actor,
+    uow.record(kind="process.deploy", subject=label(key, version), actor=actor,
                payload={"before": previous.version if previous else None, "after": version})
     return target
 

@@ -178,7 +178,7 @@ def start(*, subnet: str, client_id: str, hwaddr: str | None, hostname: str | No
     workflow, report = runtime.start(definitions.spec_by_id(definition.id),
                                      {"lease_request": request})
     uow.record(kind="instance.start", subject=f"instance/{instance.id}", actor=actor,
-               payload={"process": f"{definition.key}/v{definition.version}",
+               payload={"process": definitions.label(definition.key, definition.version),
                         "request": request})
     # The same persistence as every other start: outbox jobs, timers, the instance state.
     instances.persist_step(instance, workflow, report)

@@ -420,7 +420,7 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
             return _DEFERRED, _expiry(entry) if snap.timer_field else None
 
         stored = instances.store_started(definition, entries, started,
-                                         instance_ids=named if known else None, record=False)
+                                         instance_ids=named if known else None)
     else:  # a diagram whose adoption runs service tasks: a worker starts the instances
         stored = instances.accept_many(definition, entries, ids_taken=(
             [taken[0][n] for n in kept], [taken[1][n] for n in kept]) if taken else None,
@@ -430,7 +430,7 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
                                for (_, lease), instance_id in zip(made, stored, strict=True)])
     # One ledger entry per binding: the lease's commit names the instance that governs it
     # (an entry of its own for the instance's start was the group's largest ledger row).
-    process = f"{definition.key}/v{definition.version}"
+    process = definitions.label(definition.key, definition.version)
     for (place, lease), instance_id in zip(made, stored, strict=True):
         leases.committed(lease, actor=actor, detail={
             "process": process, "instance_id": instance_id, "hwaddr": lease.hwaddr,

@@ -279,7 +279,7 @@ def _instance_rows(definition: Version,
 
 def _record_start(definition: Version, entry: Accepted, instance_id: int) -> None:
     uow.record(kind="instance.start", subject=f"instance/{instance_id}", actor=entry.actor,
-               payload={"process": f"{definition.key}/v{definition.version}",
+               payload={"process": definitions.label(definition.key, definition.version),
                         "request": {**entry.request, "instance_id": instance_id}})
 
 
@@ -288,13 +288,13 @@ StartedState = Callable[[int, "Accepted"], tuple[str, "datetime | None"]]
 
 def store_started(definition: Version, entries: Sequence[Accepted],
                   started: StartedState, *,
-                  instance_ids: Sequence[int] | None = None,
-                  record: bool = True) -> list[int]:
+                  instance_ids: Sequence[int] | None = None) -> list[int]:
     """Store one instance per entry already waiting where its engine run would have left
     it: `started(instance_id, entry)` gives its serialized workflow and next wake-up (from
     an engine snapshot, `runtime.stamp`). No `engine.start` job, no worker: the same rows a
     worker's first step would have written. Their ids (`instance_ids` if taken already).
-    `record` as for `accept_many`."""
+    No ledger entry: the caller's names them (on the DHCP fast path, each lease's
+    commit names its instance, `dora`)."""
     if not entries:
         return []
     ids_ = list(instance_ids) if instance_ids is not None else \
@@ -311,9 +311,6 @@ def store_started(definition: Version, entries: Sequence[Accepted],
             workflow, wake_at = started(instance_id, entry)
             uow.add_row(_table, _instance_row(definition, entry, instance_id, now,
                                               workflow=workflow, wake_at=wake_at))
-    if record:
-        for entry, instance_id in zip(entries, ids_, strict=True):
-            _record_start(definition, entry, instance_id)
     return ids_
 
 
