@@ -23,6 +23,11 @@ PostgreSQL and Redis).
 - renewal rate: REQUEST (RENEWING) → ACK completed per second at the highest rate with at
   most 0.1 % drops. perfdhcp sends renewals only beside DORAs and never faster than them,
   so a renewal step runs `-r N -f N` for 1,000 known clients: N DORAs plus N renewals a second.
+- CPU: the server's processes' user + system CPU during the best step of each search, per
+  new lease and per renewal (the DORA beside it included), plus the PostgreSQL cluster's
+  where the leases are kept there; and perfdhcp's own, measured the same way. perfdhcp
+  shares the cores with the server, and at these rates it needs as much CPU as Kea or more:
+  what a server leaves to it decides, in part, how fast it can go.
 
 The product needs ~17 s of set-up per step (a new schema, migrations and the subnet through
 the CLI, the server and its followers) and completes hundreds of new leases a second (its
@@ -305,6 +310,7 @@ class Step:
     drop_ratio: float
     figures: ProductFigures | None = None  # the product's, of this step
     cpu: CpuUse | None = None  # CPU ms per completed exchange (server, database)
+    client_cpu: float | None = None  # perfdhcp's CPU ms per completed exchange
     overflows: Overflows | None = None  # where counted
 
     @property
@@ -383,6 +389,10 @@ class ServerResult:
     figures: ProductFigures | None = None  # the product's, of the step new_leases_per_s is from
     figures_rate: int | None = None  # that step's offered rate
     cpu_ms: CpuUse | None = None  # CPU ms per new lease at the best new-lease step
+    renew_cpu_ms: CpuUse | None = None  # CPU ms per renewal at the best renewal step
+    # perfdhcp's CPU ms per new lease, per renewal, at those steps
+    perfdhcp_cpu_ms: float | None = None
+    renew_perfdhcp_cpu_ms: float | None = None
     overflows: str | None = None  # `overflow_note` of the search's steps
 
 
@@ -485,12 +495,13 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=clients, timestamps=timestamps)
-        cpu = meter.stop().per(run.new_lease_rate * plan.seconds)
+        done = run.new_lease_rate * plan.seconds
         step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio,
-                    cpu=cpu, overflows=lost())
+                    cpu=meter.stop().per(done), client_cpu=per_ms(run.cpu_seconds, done),
+                    overflows=lost())
         progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
                  f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}, "
-                 f"CPU ms/lease {_cpu(cpu)}")
+                 f"CPU ms/lease {_cpu(step.cpu)}, perfdhcp's {_ms_of(step.client_cpu)}")
         step = replace(step, figures=settle())
         if not timestamps:
             last_new = step
@@ -501,13 +512,19 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         nonlocal steps
         steps += 1
         target.fresh()
+        meter = Meter(target.server_pids, database=target.uses_postgres)
         lost = overflows_since(overflows)
+        meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            clients=RENEW_CLIENTS, renew_rate=rate, timestamps=timestamps)
-        drop = max(run.dora_drop_ratio, run.renew_drop_ratio)
-        step = Step(rate=rate, completed=run.renew_rate, drop_ratio=drop, overflows=lost())
+        done = run.renew_rate * plan.seconds  # each beside a DORA of a known client
+        step = Step(rate=rate, completed=run.renew_rate,
+                    drop_ratio=max(run.dora_drop_ratio, run.renew_drop_ratio),
+                    cpu=meter.stop().per(done), client_cpu=per_ms(run.cpu_seconds, done),
+                    overflows=lost())
         progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}")
+                 f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}, "
+                 f"CPU ms/renewal {_cpu(step.cpu)}, perfdhcp's {_ms_of(step.client_cpu)}")
         settle()
         if not timestamps:
             tried_renew.append(step)
@@ -531,6 +548,7 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
             "delays_rate": delay_step.rate, "delays_drop_ratio": delay_step.drop_ratio,
             "new_leases_per_s": step.completed, "new_offered_rate": step.rate,
             "new_lower_bound": lower_bound(step, tried_new), "cpu_ms": step.cpu,
+            "perfdhcp_cpu_ms": step.client_cpu,
             "new_drop_ratio": step.drop_ratio,
             "discover_offer_p50_ms": dora.percentile(50),
             "discover_offer_p99_ms": dora.percentile(99),
@@ -546,6 +564,8 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
             renew_step, renew_run = delay_run(renewals, best_renew[0].rate, plan.min_rate)
             renew = renew_run.stats(RENEW_ACK)
             result |= {"renewals_per_s": best_renew[0].completed,
+                       "renew_cpu_ms": best_renew[0].cpu,
+                       "renew_perfdhcp_cpu_ms": best_renew[0].client_cpu,
                        "renew_lower_bound": lower_bound(best_renew[0], tried_renew),
                        "renew_delays_rate": renew_step.rate,
                        "renew_delays_drop_ratio": renew_step.drop_ratio,
@@ -621,6 +641,15 @@ def _cpu(use: CpuUse | None) -> str:
     return f"{use.server:.3f}" + (f" + {use.database:.3f} db" if use.database else "")
 
 
+def per_ms(seconds: float | None, exchanges: float) -> float | None:
+    """CPU `seconds` as milliseconds per exchange; None when unmeasured or nothing done."""
+    return None if seconds is None or exchanges <= 0 else seconds * 1e3 / exchanges
+
+
+def _ms_of(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _rate(value: float | None, floor: bool = False) -> str:
     """A rate for the table; `floor`: no faster step failed, so the server did at least
     this much (≥)."""
@@ -630,11 +659,12 @@ def _rate(value: float | None, floor: bool = False) -> str:
 def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
     cores = os.cpu_count() or 0
     header = ("server", "new leases/s", "drops", "D→O p50/p99 ms", "R→A p50/p99 ms",
-              "renewals/s", "renew p50/p99 ms", "CPU ms/lease")
-    rows = [header]
+              "renewals/s", "renew p50/p99 ms", "CPU ms/lease", "CPU ms/renewal",
+              "perfdhcp ms")
+    rows: list[tuple[str, ...]] = [header]
     for r in results:
         if r.error:
-            rows.append((r.server, "error", "", "", "", "", "", ""))
+            rows.append((r.server, "error", *[""] * (len(header) - 2)))
             continue
         rows.append((
             r.server, _rate(r.new_leases_per_s, r.new_lower_bound),
@@ -642,7 +672,8 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
             _ms(r.discover_offer_p50_ms, r.discover_offer_p99_ms),
             _ms(r.request_ack_p50_ms, r.request_ack_p99_ms),
             _rate(r.renewals_per_s, r.renew_lower_bound), _ms(r.renew_p50_ms, r.renew_p99_ms),
-            _cpu(r.cpu_ms),
+            _cpu(r.cpu_ms), _cpu(r.renew_cpu_ms),
+            f"{_ms_of(r.perfdhcp_cpu_ms)} / {_ms_of(r.renew_perfdhcp_cpu_ms)}",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"DHCP benchmark: perfdhcp in a client namespace, {cores} cores "
@@ -689,7 +720,11 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
         "≥: no faster step failed (the search reached its ceiling of "
         f"{plan.max_rate:,}/s or its time budget);",
         "CPU ms/lease: user + system CPU of the server's processes (the product's followers",
-        "  too) during that step, per lease completed; + db: the PostgreSQL cluster's.",
+        "  too) during that step, per lease completed; + db: the PostgreSQL cluster's;",
+        "CPU ms/renewal: the same during the best renewal step, per renewal completed (with",
+        "  the DORA beside it);",
+        "perfdhcp ms: perfdhcp's own CPU at those two steps, per lease / per renewal: it",
+        "  shares the cores with the server.",
         "receive buffers: datagrams lost at a full socket receive buffer during a step (the",
         "  namespaces' UDP RcvbufErrors); perfdhcp counts a reply lost at its own as a drop.",
     ]

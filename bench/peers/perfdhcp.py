@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 import re
+import resource
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.peers.netns import Namespace
 
@@ -61,6 +62,9 @@ class PerfdhcpRun:
     started_rate: float  # the `Rate:` line: exchanges started per second
     returncode: int
     exchanges: dict[str, ExchangeStats] = field(default_factory=dict)
+    # perfdhcp's own user + system CPU seconds (None: not measured). It shares the machine's
+    # cores with the server, and at these rates it needs as much CPU as Kea or more.
+    cpu_seconds: float | None = None
 
     def stats(self, kind: str) -> ExchangeStats:
         return self.exchanges.get(kind, ExchangeStats(sent=0, received=0, drops=0))
@@ -192,12 +196,20 @@ def run_perfdhcp(
     argv = perfdhcp_argv(binary=find_perfdhcp(), server=server, local=namespace.ip, rate=rate,
                          seconds=seconds, clients=clients, renew_rate=renew_rate,
                          timestamps=timestamps)
+    before = _children_cpu()
     try:
         done = namespace.run(argv, timeout=seconds + 30)
     except subprocess.TimeoutExpired as exc:
         raise PerfdhcpError(f"perfdhcp did not finish: {' '.join(argv)}") from exc
+    cpu = _children_cpu() - before  # `ip netns exec` execs perfdhcp: one child, reaped here
     # 0 = nothing dropped, 3 = something dropped; anything else is a real failure.
     if done.returncode not in (0, 3):
         raise PerfdhcpError(f"perfdhcp exited {done.returncode}: {done.stderr[-500:]}")
-    return parse_report(done.stdout, seconds=seconds, target_rate=rate,
-                        returncode=done.returncode)
+    return replace(parse_report(done.stdout, seconds=seconds, target_rate=rate,
+                                returncode=done.returncode), cpu_seconds=cpu)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's children that ended and were waited for."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Sequence
+
 import pytest
 
 from bench.dhcp import (
@@ -14,6 +18,7 @@ from bench.dhcp import (
     render,
     search_highest_rate,
 )
+from bench.peers.netns import Namespace
 from bench.peers.perfdhcp import (
     DISCOVER_OFFER,
     RENEW_ACK,
@@ -23,6 +28,7 @@ from bench.peers.perfdhcp import (
     parse_report,
     percentile,
     perfdhcp_argv,
+    run_perfdhcp,
 )
 
 # A real perfdhcp 2.2 report (-r 4 -f 2 -p 1 -x t against Kea), trimmed of nothing.
@@ -239,3 +245,20 @@ def test_the_table_marks_floors_and_bounds_the_ratio() -> None:
     # Kea could do more: ours / Kea is at most 0.50; ours could renew more: at least 1.00.
     assert "new leases ≤ 0.50 ×" in text and "renewals ≥ 1.00 × Kea" in text
     assert f"ceiling of {FULL.max_rate:,}/s" in text
+
+
+class BusyNamespace(Namespace):
+    """Runs the command here, not in a namespace: a child that works a little, then prints
+    perfdhcp's report."""
+
+    def run(self, argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        work = f"sum(range(3_000_000)); print({REPORT!r})"
+        return subprocess.run([sys.executable, "-c", work], text=True, capture_output=True,
+                              check=False)
+
+
+def test_a_run_says_how_much_cpu_perfdhcp_itself_used() -> None:
+    client = BusyNamespace(name="lfc-x", interface="lfcx", address="10.77.0.2/16")
+    run = run_perfdhcp(client, server="10.77.0.1", rate=4, seconds=1.0, clients=10)
+    assert run.stats(DISCOVER_OFFER).sent == 3  # the report was read as before
+    assert run.cpu_seconds is not None and run.cpu_seconds > 0  # the child's, not ours
