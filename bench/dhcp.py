@@ -711,6 +711,7 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
     ):
         if peer and ours:
             lines += ratio_line(label, ours, peer, peer_label)
+            lines += cpu_ratio_line(label, ours, peer, peer_label)
     lines += [
         "new leases/s: REQUEST-ACK received / seconds at the best step with ≤ 0.1 % drops,",
         "  fresh lease store and rate × seconds distinct clients per step;",
@@ -725,6 +726,8 @@ def render(results: Sequence[ServerResult], plan: Plan, elapsed: float) -> str:
         "  the DORA beside it);",
         "perfdhcp ms: perfdhcp's own CPU at those two steps, per lease / per renewal: it",
         "  shares the cores with the server.",
+        "CPU ×: one server's CPU per exchange (database included) over the other's, each at",
+        "  its own best step: steadier from run to run than the ratio of rates.",
         "receive buffers: datagrams lost at a full socket receive buffer during a step (the",
         "  namespaces' UDP RcvbufErrors); perfdhcp counts a reply lost at its own as a drop.",
     ]
@@ -749,6 +752,19 @@ def ratio_line(label: str, ours: ServerResult, kea: ServerResult,
              f", renewals {_bounded(ours.renew_lower_bound, kea.renew_lower_bound)}"
              f"{ours.renewals_per_s / kea.renewals_per_s:.2f} × {kea_label}")
     return [f"{label} / {kea_label}: new leases {new}{ratio:.2f} ×{renew}"]
+
+
+def cpu_ratio_line(label: str, ours: ServerResult, peer: ServerResult,
+                   peer_label: str) -> list[str]:
+    """`label / peer: CPU R × per new lease, R × per renewal`, database included: steadier
+    from run to run than the rates, which depend on what is left of the cores for perfdhcp;
+    nothing without a figure on both sides."""
+    parts = []
+    for what, mine, theirs in (("per new lease", ours.cpu_ms, peer.cpu_ms),
+                               ("per renewal", ours.renew_cpu_ms, peer.renew_cpu_ms)):
+        if mine is not None and theirs is not None and theirs.total > 0:
+            parts.append(f"{mine.total / theirs.total:.2f} × {what}")
+    return [f"{label} / {peer_label}: CPU {', '.join(parts)}"] if parts else []
 
 
 def _bounded(ours_floor: bool, peer_floor: bool) -> str:

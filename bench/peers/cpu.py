@@ -76,6 +76,10 @@ class CpuUse:
     server: float
     database: float
 
+    @property
+    def total(self) -> float:
+        return self.server + self.database
+
     def per(self, exchanges: float) -> CpuUse | None:
         """Milliseconds per exchange, or None when nothing completed."""
         if exchanges <= 0:

@@ -97,3 +97,16 @@ def test_the_table_shows_the_cpu_per_renewal_and_perfdhcps() -> None:
 def test_cpu_per_exchange_needs_a_figure_and_an_exchange(
         seconds: float | None, exchanges: float, expected: float | None) -> None:
     assert per_ms(seconds, exchanges) == expected
+
+
+def test_the_cpu_ratio_counts_the_database_and_needs_both_sides() -> None:
+    kea = ServerResult(server="Kea 2.2 (memfile, 1 thread)", new_leases_per_s=9000.0,
+                       cpu_ms=CpuUse(0.05, 0.0), renew_cpu_ms=CpuUse(0.08, 0.0))
+    product = ServerResult(server="Leaseflow product (fast DORA, PostgreSQL, reuse 0.25)",
+                           new_leases_per_s=4500.0, cpu_ms=CpuUse(0.15, 0.05),
+                           renew_cpu_ms=CpuUse(0.1, 0.0))
+    lines = render([kea, product], QUICK, 10.0).splitlines()
+    assert "Leaseflow product / Kea: CPU 4.00 × per new lease, 1.25 × per renewal" in lines
+    unmetered = ServerResult(server=kea.server, new_leases_per_s=9000.0)
+    assert not any(": CPU " in line for line in render([unmetered, product], QUICK,
+                                                        10.0).splitlines())
