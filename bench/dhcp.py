@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.config import Settings
 from app.dhcp.reuse import check_threshold
@@ -485,30 +485,11 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
             progress(f"    {describe(figures)}")
         return figures
 
-    def new_leases(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
-        nonlocal steps, last_new
-        steps += 1
-        target.fresh()
-        clients = min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2)))
-        meter = Meter(target.server_pids, database=target.uses_postgres)
-        lost = overflows_since(overflows)
-        meter.start()
-        run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
-                           clients=clients, timestamps=timestamps)
-        done = run.new_lease_rate * plan.seconds
-        step = Step(rate=rate, completed=run.new_lease_rate, drop_ratio=run.dora_drop_ratio,
-                    cpu=meter.stop().per(done), client_cpu=per_ms(run.cpu_seconds, done),
-                    overflows=lost())
-        progress(f"  {target.name}: new leases at {rate}/s → {step.completed:,.0f}/s, "
-                 f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}, "
-                 f"CPU ms/lease {_cpu(step.cpu)}, perfdhcp's {_ms_of(step.client_cpu)}")
-        step = replace(step, figures=settle())
-        if not timestamps:
-            last_new = step
-            tried_new.append(step)
-        return step, run
-
-    def renewals(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
+    def metered(rate: int, what: str, per: str, completed: Callable[[PerfdhcpRun], float],
+                dropped: Callable[[PerfdhcpRun], float],
+                **perfdhcp: Any) -> tuple[Step, PerfdhcpRun]:
+        """One step on a fresh lease store: perfdhcp's run at `rate`, the server's and
+        perfdhcp's CPU per exchange completed, and the datagrams lost at full buffers."""
         nonlocal steps
         steps += 1
         target.fresh()
@@ -516,15 +497,34 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         lost = overflows_since(overflows)
         meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
-                           clients=RENEW_CLIENTS, renew_rate=rate, timestamps=timestamps)
-        done = run.renew_rate * plan.seconds  # each beside a DORA of a known client
-        step = Step(rate=rate, completed=run.renew_rate,
-                    drop_ratio=max(run.dora_drop_ratio, run.renew_drop_ratio),
+                           **perfdhcp)
+        done = completed(run) * plan.seconds
+        step = Step(rate=rate, completed=completed(run), drop_ratio=dropped(run),
                     cpu=meter.stop().per(done), client_cpu=per_ms(run.cpu_seconds, done),
                     overflows=lost())
-        progress(f"  {target.name}: renewals at {rate}/s → {step.completed:,.0f}/s, "
+        progress(f"  {target.name}: {what} at {rate}/s → {step.completed:,.0f}/s, "
                  f"drops {step.drop_ratio:.3%}{_lost(step.overflows)}, "
-                 f"CPU ms/renewal {_cpu(step.cpu)}, perfdhcp's {_ms_of(step.client_cpu)}")
+                 f"CPU ms/{per} {_cpu(step.cpu)}, perfdhcp's {_ms_of(step.client_cpu)}")
+        return step, run
+
+    def new_leases(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
+        nonlocal last_new
+        step, run = metered(
+            rate, "new leases", "lease", lambda run: run.new_lease_rate,
+            lambda run: run.dora_drop_ratio, timestamps=timestamps,
+            clients=min(POOL_SIZE, max(1000, int(rate * plan.seconds * 1.2))))
+        step = replace(step, figures=settle())
+        if not timestamps:
+            last_new = step
+            tried_new.append(step)
+        return step, run
+
+    def renewals(rate: int, timestamps: bool = False) -> tuple[Step, PerfdhcpRun]:
+        # Each renewal goes beside a DORA of a known client; its CPU is counted with it.
+        step, run = metered(
+            rate, "renewals", "renewal", lambda run: run.renew_rate,
+            lambda run: max(run.dora_drop_ratio, run.renew_drop_ratio),
+            timestamps=timestamps, clients=RENEW_CLIENTS, renew_rate=rate)
         settle()
         if not timestamps:
             tried_renew.append(step)

@@ -132,3 +132,25 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> str:
         proc.kill()
         out, _ = proc.communicate(timeout=10)
     return (out or b"").decode()
+
+
+class BenchTarget:
+    """A `bench.dhcp` target that runs nothing (a fake perfdhcp says what it completed, up
+    to `capacity` exchanges a second): its CPU meter reads this test's own process."""
+
+    name = "Kea 2.2 (memfile, 1 thread)"
+    uses_postgres = False
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+
+    def server_pids(self) -> list[int]:
+        return [os.getpid()]
+
+    def start(self) -> None: ...
+
+    def fresh(self) -> None: ...
+
+    def settle(self) -> None: ...
+
+    def stop(self) -> None: ...

@@ -4,7 +4,6 @@ here opens a socket."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -20,29 +19,9 @@ from bench.peers.perfdhcp import (
     ExchangeStats,
     PerfdhcpRun,
 )
+from lf_support import BenchTarget
 
 PERFDHCP_CPU = 0.3  # seconds of CPU each fake run says perfdhcp used
-
-
-class Server:
-    """Completes every exchange up to `capacity` a second, renewals too."""
-
-    name = "Kea 2.2 (memfile, 1 thread)"
-    uses_postgres = False
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-
-    def server_pids(self) -> list[int]:
-        return [os.getpid()]  # the CPU meter reads this test's process
-
-    def start(self) -> None: ...
-
-    def fresh(self) -> None: ...
-
-    def settle(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 def fake_perfdhcp(capacity: int) -> Callable[..., PerfdhcpRun]:
@@ -62,7 +41,7 @@ def fake_perfdhcp(capacity: int) -> Callable[..., PerfdhcpRun]:
 
 def test_both_searches_carry_the_cpu_of_their_best_step(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    target = Server(capacity=1500)
+    target = BenchTarget(capacity=1500)
     monkeypatch.setattr("bench.dhcp.run_perfdhcp", fake_perfdhcp(target.capacity))
     plan = Plan(**asdict(QUICK) | {"seconds": 1.0})
     progress: list[str] = []

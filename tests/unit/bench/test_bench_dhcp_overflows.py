@@ -3,7 +3,6 @@ the note under the table. Pure parts and a fake target: nothing here opens a soc
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 import pytest
@@ -20,6 +19,7 @@ from bench.dhcp import (
 )
 from bench.peers.netns import Namespace, parse_udp_counters
 from bench.peers.perfdhcp import DISCOVER_OFFER, REQUEST_ACK, ExchangeStats, PerfdhcpRun
+from lf_support import BenchTarget
 
 _UDP_NAMES = ("InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors "
               "InCsumErrors IgnoredMulti MemErrors")
@@ -59,29 +59,8 @@ def test_overflows_subtract() -> None:
     assert Overflows(5, 1010) - Overflows(5, 9) == Overflows(0, 1001)
 
 
-class FakeServer:
-    """A target that completes `capacity` DORAs a second."""
-
-    name = "Kea 2.2 (memfile, 1 thread)"
-    uses_postgres = False
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-
-    def server_pids(self) -> list[int]:
-        return [os.getpid()]
-
-    def start(self) -> None: ...
-
-    def fresh(self) -> None: ...
-
-    def settle(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
 def test_each_step_says_where_its_datagrams_were_lost(monkeypatch: pytest.MonkeyPatch) -> None:
-    target = FakeServer(capacity=1500)
+    target = BenchTarget(capacity=1500)
     counted = Overflows(3, 40)  # what the namespaces counted before this server
 
     def fake_perfdhcp(_ns: object, *, rate: int, **_: object) -> PerfdhcpRun:
