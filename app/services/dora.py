@@ -44,7 +44,6 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg.rows import namedtuple_row
@@ -402,7 +401,7 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         request: dict[str, Any] = {
             "subnet": ask.cidr, "client_id": lease.client_id, "hwaddr": lease.hwaddr,
             "hostname": lease.hostname, "requested_ip": ask.address,
-            "bound_lease_id": lease.id, "bound_until": lease.expires_at.isoformat()}
+            "bound_lease_id": lease.id, "bound_until": leases.iso_text(lease.expires_at)}
         entries.append(instances.Accepted(request=request, actor=actor,
                                           subnet_id=lease.subnet_id,
                                           client_id=lease.client_id, lease_id=lease.id))
@@ -416,8 +415,13 @@ def _bind(asks: Sequence[Request], places: Sequence[int], found: dict[int, Outco
         # Stored deferred (`runtime.deferred`): most never step again before they end,
         # and `instances.document` stamps the snapshot from the row's request and id when
         # one does.
+        # The timer's due time is the lease's expiry itself: one datetime per subnet of
+        # the group, so its column text is written once (`uow._column_texts`).
+        until = {lease.id: lease.expires_at for _, lease in made}
+
         def started(instance_id: int, entry: instances.Accepted) -> tuple[str, Any]:
-            return _DEFERRED, _expiry(entry) if snap.timer_field else None
+            assert entry.lease_id is not None  # every entry here names its new lease
+            return _DEFERRED, until[entry.lease_id] if snap.timer_field else None
 
         stored = instances.store_started(definition, entries, started,
                                          instance_ids=named if known else None)
@@ -450,10 +454,6 @@ def _snapshot(definition: definitions.Current) -> runtime.Snapshot | None:
     engine run per definition and process), or None where the diagram does more than wait
     after adopting (a service task, a user task, a relative timer)."""
     return runtime.snapshot_of(definitions.spec_by_id(definition.id), _SNAPSHOT)
-
-
-def _expiry(entry: instances.Accepted) -> datetime:
-    return datetime.fromisoformat(str(entry.request["bound_until"]))
 
 
 def renew_many(asks: Sequence[Renew], *, actor: str) -> list[Outcome]:

@@ -496,7 +496,24 @@ def _history_row(lease_id: int, name: str, before: LeaseState | None, after: Lea
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    return iso_text(value) if value else None
+
+
+_last_iso: tuple[datetime | None, str] = (None, "")
+
+
+def iso_text(value: datetime) -> str:
+    """`value.isoformat()`, once for a run of calls with the same datetime: a group's
+    leases share their expiry (one per subnet), and each lease writes it twice (ledger
+    entry, instance request). The last pair is one tuple, swapped whole: safe between
+    threads."""
+    global _last_iso  # noqa: PLW0603 - a one-entry cache
+    last = _last_iso
+    if value is last[0]:
+        return last[1]
+    text = value.isoformat()
+    _last_iso = (value, text)
+    return text
 
 
 def _change(lease: Lease, event: LeaseEvent, actor: str,

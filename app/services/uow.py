@@ -169,13 +169,31 @@ def _texts(table: Any, rows: list[dict[str, Any]],
     named = set().union(*(row.keys() for row in rows))
     columns = [c for c in table.columns
                if c.key in named or _column(c, dialect).default is not None]
-    texts = []
-    for column in columns:
-        plan, key = _column(column, dialect), column.key
-        text, default = plan.text, plan.default
-        texts.append([text(row[key] if key in row else default() if default else None)
-                      for row in rows])
-    return columns, texts
+    return columns, [_column_texts(_column(column, dialect), column.key, rows)
+                     for column in columns]
+
+
+def _column_texts(plan: _Column, key: str, rows: list[dict[str, Any]]) -> list[str | None]:
+    """One column's texts. The rows that leave it out share one default, taken once per
+    statement (as PostgreSQL's now() is one per transaction), and a value that is the same
+    object as the row before's is not written out again: a group's rows share their
+    timestamps and empty documents, and those conversions were a third of the text work
+    for a group of DHCP bindings."""
+    text = plan.text
+    fill = plan.default() if plan.default is not None else None
+    out: list[str | None] = []
+    append = out.append
+    last: Any = _UNSEEN
+    last_text: str | None = None
+    for row in rows:
+        value = row.get(key, fill)
+        if value is not last:
+            last, last_text = value, text(value)
+        append(last_text)
+    return out
+
+
+_UNSEEN = object()
 
 
 def _copy(connection: Any, table: Any, columns: list[Any],
@@ -301,7 +319,11 @@ _json_text = json.JSONEncoder().encode  # json.dumps's output, without its per-c
 
 
 def _json_text_or_none(value: Any) -> str | None:
-    return None if value is None else _json_text(value)
+    if value is None:
+        return None
+    if not value and type(value) is dict:  # most rows' outcome and detail
+        return "{}"
+    return _json_text(value)
 
 
 def _default(column: Any) -> Any:

@@ -99,6 +99,27 @@ def test_many_short_rows_go_in_the_statement_and_long_documents_by_copy(
             "SELECT count(*) FROM audit_log WHERE seq > 20000")).scalar() == 408
 
 
+def test_a_column_default_is_taken_once_per_statement_and_shared_values_written_once(
+) -> None:
+    """The rows that leave a column out share one default; a row that names it as None
+    keeps NULL; a value that is the same object as the row before's is converted once."""
+    calls: list[object] = []
+
+    def text(value: object) -> str | None:
+        calls.append(value)
+        return None if value is None else f"<{value}>"
+
+    made = iter(("first", "second"))
+    plan = uow._Column(text=text, default=lambda: next(made), array_type="text")
+    shared = ["x"]
+    rows: list[dict[str, object]] = [
+        {}, {"c": shared}, {"c": shared}, {"c": None}, {}, {"c": ["x"]}]
+    assert uow._column_texts(plan, "c", rows) == [
+        "<first>", "<['x']>", "<['x']>", None, "<first>", "<['x']>"]
+    # The default once; `shared` once for its two rows; the equal but distinct list again.
+    assert calls == ["first", shared, None, "first", ["x"]]
+
+
 def test_binary_values_are_refused_not_mangled() -> None:
     with pytest.raises(TypeError):
         uow.field_text(b"\x00\x01")
