@@ -67,7 +67,10 @@ class Pacer(Generic[T]):
             self._run(item)
             return
         self._queue.append(item)
-        self._ready.set()
+        # Set only when clear: `_loop` clears it before it drains, so an item queued while
+        # it is still set is drained all the same (Event.set costs a Condition each time).
+        if not self._ready.is_set():
+            self._ready.set()
 
     def drain(self) -> int:
         """Handle everything queued, a part at a time with a `gap` between; the count."""

@@ -361,3 +361,17 @@ def test_a_started_server_freezes_what_it_loaded_and_collects_young_objects_less
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_slots_are_taken_up_to_their_limit_and_never_given_back_twice():
+    from app.dhcp.server import Slots
+
+    slots = Slots(2)
+    assert slots.take() and slots.take() and not slots.take()  # never waits: says no
+    slots.give()
+    assert slots.free == 1 and slots.take() and not slots.take()
+    slots.give()
+    slots.give()
+    with pytest.raises(ValueError, match="not taken"):
+        slots.give()
+    assert slots.free == 2

@@ -92,3 +92,28 @@ def test_close_hands_over_what_is_queued_and_later_items_run_on_the_callers_thre
 def test_a_bad_pace_is_refused(burst, gap, spread, most):
     with pytest.raises(ValueError, match="burst|gap|spread|most"):
         Pacer(lambda item: None, burst=burst, gap=gap, spread=spread, most=most, start=False)
+
+
+def test_items_queued_while_the_pacer_drains_are_handled_without_another_wake_up():
+    """`put` wakes the pacer only when it is not awake already: what arrives during a
+    drain (the wake-up still set, or cleared just before) is handled all the same."""
+    first_taken, go_on, all_done = threading.Event(), threading.Event(), threading.Event()
+    handled: list[int] = []
+
+    def handle(item: int) -> None:
+        if item == 0:
+            first_taken.set()
+            assert go_on.wait(10), "the test did not let the first item finish"
+        handled.append(item)
+        if len(handled) == 50:
+            all_done.set()
+
+    pacer = Pacer(handle, burst=64, gap=0.0)
+    pacer.put(0)
+    assert first_taken.wait(10), "the pacer did not wake for its first item"
+    for n in range(1, 50):  # queued while the pacer's thread is inside handle(0)
+        pacer.put(n)
+    go_on.set()
+    assert all_done.wait(10), f"only {len(handled)} of 50 items were handled"
+    pacer.close()
+    assert handled == list(range(50))
