@@ -151,8 +151,8 @@ def interface_address(interface: str) -> str:
 class Slots:
     """At most `limit` held at once: `take` says False when none is free (it never waits),
     `give` hands one back. The server takes one per ask it accepts and gives it back from
-    the thread that replied: a lock and a count, where a `threading.BoundedSemaphore`
-    (a Condition in Python) cost ~1.5 us a call, twice per exchange."""
+    the thread that replied: a lock and a count. A `threading.BoundedSemaphore` (a
+    Condition written in Python) took 1.9 us for a take and a give, this 0.7 (timeit)."""
 
     __slots__ = ("_free", "_limit", "_lock")
 
