@@ -498,8 +498,9 @@ def measure_server(target: Target, client: Namespace, plan: Plan,
         meter.start()
         run = run_perfdhcp(client, server=server_ip, rate=rate, seconds=plan.seconds,
                            **perfdhcp)
-        done = completed(run) * plan.seconds
-        step = Step(rate=rate, completed=completed(run), drop_ratio=dropped(run),
+        per_second = completed(run)
+        done = per_second * plan.seconds
+        step = Step(rate=rate, completed=per_second, drop_ratio=dropped(run),
                     cpu=meter.stop().per(done), client_cpu=per_ms(run.cpu_seconds, done),
                     overflows=lost())
         progress(f"  {target.name}: {what} at {rate}/s → {step.completed:,.0f}/s, "

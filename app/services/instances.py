@@ -258,9 +258,10 @@ def _instance_row(definition: Version, entry: Accepted, instance_id: int,
                   now: datetime, *, workflow: str = "", wake_at: datetime | None = None
                   ) -> dict[str, Any]:
     """The row of a new instance: running with no workflow yet (a start job will run it),
-    or waiting with its `workflow` already stepped (`store_started`)."""
+    or waiting with its `workflow` already stepped (`store_started`). Its empty `outcome`
+    is the column's default, taken once for the rows of one statement."""
     return {"id": instance_id, "definition_id": definition.id,
-            "state": "waiting" if workflow else "running", "outcome": {},
+            "state": "waiting" if workflow else "running",
             "request": entry.request, "workflow": workflow, "client_id": entry.client_id,
             "subnet_id": entry.subnet_id, "lease_id": entry.lease_id, "wake_at": wake_at,
             "version": 1, "created_at": now, "updated_at": now}

@@ -319,11 +319,7 @@ _json_text = json.JSONEncoder().encode  # json.dumps's output, without its per-c
 
 
 def _json_text_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not value and type(value) is dict:  # most rows' outcome and detail
-        return "{}"
-    return _json_text(value)
+    return None if value is None else _json_text(value)
 
 
 def _default(column: Any) -> Any:
