@@ -194,11 +194,32 @@ def decode(data: bytes) -> DhcpPacket:
         MappingProxyType(options)))
 
 
-def encode(packet: DhcpPacket, *, min_size: int = MIN_REPLY_SIZE) -> bytes:
+def encode_options(options: Mapping[int, bytes]) -> bytes:
+    """The options field's TLVs for `options`, in its order, without END: what `encode`
+    writes after the magic cookie. Options longer than 255 bytes are split into several
+    instances (RFC 3396)."""
+    out = bytearray()
+    for code, value in options.items():
+        if not 0 < code < 255:
+            raise DhcpError(f"option code {code} cannot be carried as an option")
+        n = len(value)
+        while n > 255:
+            out += _TL(code, 255)
+            out += value[:255]
+            value = value[255:]
+            n -= 255
+        out += _TL(code, n)
+        out += value
+    return bytes(out)
+
+
+def encode(packet: DhcpPacket, *, min_size: int = MIN_REPLY_SIZE,
+           options_wire: bytes | None = None) -> bytes:
     """Bytes of `packet`, END-terminated and NUL-padded to `min_size`.
 
-    Options longer than 255 bytes are split into several instances (RFC 3396); sname and
-    file are never used for options (our replies are small).
+    sname and file are never used for options (our replies are small). `options_wire`:
+    `encode_options(packet.options)`, already written (a reply built from a template,
+    `rfc2131.lease_reply`).
     """
     p = packet
     if len(p.chaddr) > 16 or len(p.sname) > 64 or len(p.file) > 128:
@@ -213,17 +234,7 @@ def encode(packet: DhcpPacket, *, min_size: int = MIN_REPLY_SIZE) -> bytes:
         )
     except (struct.error, OSError, TypeError) as exc:
         raise DhcpError(f"cannot encode packet: {exc}") from exc
-    for code, value in p.options.items():
-        if not 0 < code < 255:
-            raise DhcpError(f"option code {code} cannot be carried as an option")
-        n = len(value)
-        while n > 255:
-            out += _TL(code, 255)
-            out += value[:255]
-            value = value[255:]
-            n -= 255
-        out += _TL(code, n)
-        out += value
+    out += encode_options(p.options) if options_wire is None else options_wire
     out += b"\xff"
     n = len(out)
     if n < min_size:

@@ -57,6 +57,9 @@ class SubnetConfig:
     pool_last: int = field(init=False, repr=False, compare=False)
     # Options every reply on this subnet may carry, by code, already encoded.
     parameters: Mapping[int, bytes] = field(init=False, repr=False, compare=False)
+    # The lease replies' option templates (`rfc2131.lease_reply`), filled as clients come.
+    replies: dict[tuple[int, int, bytes, bytes | None], tuple[Mapping[int, bytes], bytes]] = \
+        field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         try:

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from app.dhcp import options as opt
 from app.dhcp.backend import Binding, Client, Refusal
-from app.dhcp.codec import BOOTREPLY, BOOTREQUEST, BROADCAST_FLAG, ZERO_IP, DhcpPacket
+from app.dhcp.codec import (
+    BOOTREPLY,
+    BOOTREQUEST,
+    BROADCAST_FLAG,
+    ZERO_IP,
+    DhcpPacket,
+    encode_options,
+)
 from app.dhcp.config import ServerConfig, SubnetConfig
 
 BROADCAST_IP = "255.255.255.255"
@@ -71,6 +78,8 @@ class Reply:
     port: int
     counter: str
     kind: Kind | None = None  # what the request was, for the per-kind counters
+    # `codec.encode_options(packet.options)`, when the reply was built from a template.
+    options_wire: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -258,14 +267,21 @@ def _base_reply(request: DhcpPacket, *, yiaddr: str, ciaddr: str, flags: int,
     )
 
 
-def _echo(request: DhcpPacket, options: dict[int, bytes]) -> None:
-    """Echo the client id (RFC 6842) and, last of all, option 82 unchanged (RFC 3046)."""
+def _echoes(request: DhcpPacket) -> dict[int, bytes]:
+    """The client id (RFC 6842) and, last of all, option 82 unchanged (RFC 3046)."""
+    echoes: dict[int, bytes] = {}
     cid = request.options.get(opt.CLIENT_ID)
     if cid is not None:
-        options[opt.CLIENT_ID] = cid
+        echoes[opt.CLIENT_ID] = cid
     relay = request.options.get(opt.RELAY_AGENT_INFO)
     if relay is not None:
-        options[opt.RELAY_AGENT_INFO] = relay
+        echoes[opt.RELAY_AGENT_INFO] = relay
+    return echoes
+
+
+def _echo(request: DhcpPacket, options: dict[int, bytes]) -> None:
+    """Echo the client id and option 82 (`_echoes`) after `options`."""
+    options.update(_echoes(request))
 
 
 def _parameters(request: DhcpPacket, subnet: SubnetConfig, options: dict[int, bytes],
@@ -284,12 +300,28 @@ def _parameters(request: DhcpPacket, subnet: SubnetConfig, options: dict[int, by
             options[code] = hostname.encode()
 
 
-def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
-                message_type: int) -> Reply:
-    """OFFER or ACK carrying a lease (RFC 2131 table 3)."""
-    request = inbound.packet
-    subnet = inbound.client.subnet
-    lease = binding.lease_time
+# The options of an OFFER or ACK before the echoes (message type, server id, lease time,
+# T1, T2, the subnet's parameters in the order the client asked for them) are the same for
+# every client on a subnet that sends the same parameter request list: they are built and
+# encoded once per (message type, lease time, server id, list) and kept on the subnet
+# (`SubnetConfig.replies`), at most this many per subnet. A reply then copies them and
+# appends its echoes.
+TEMPLATES_PER_SUBNET = 64
+
+
+def _lease_options(request: DhcpPacket, subnet: SubnetConfig, config: ServerConfig,
+                   lease: int, message_type: int,
+                   hostname: str | None) -> tuple[Mapping[int, bytes], bytes]:
+    """The options of a lease reply before its echoes, and their wire form."""
+    prl = request.options.get(opt.PARAMETER_REQUEST_LIST)
+    # A host name the client asked for and the subnet does not set is its own: no template.
+    own = bool(hostname) and prl is not None and opt.HOSTNAME in prl \
+        and opt.HOSTNAME not in subnet.parameters
+    key = (message_type, lease, config.server_id_bytes, prl)
+    if not own:
+        template = subnet.replies.get(key)
+        if template is not None:
+            return template
     t1, t2 = subnet.timers(lease)
     options: dict[int, bytes] = {
         opt.MESSAGE_TYPE: bytes((message_type,)),
@@ -298,8 +330,26 @@ def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
         opt.RENEWAL_TIME: opt.u32(t1),
         opt.REBINDING_TIME: opt.u32(t2),
     }
-    _parameters(request, subnet, options, binding.hostname)
-    _echo(request, options)
+    _parameters(request, subnet, options, hostname)
+    template = (options, encode_options(options))
+    if not own:
+        if len(subnet.replies) >= TEMPLATES_PER_SUBNET:
+            subnet.replies.clear()  # clients with ever new lists: start again
+        subnet.replies[key] = template
+    return template
+
+
+def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
+                message_type: int) -> Reply:
+    """OFFER or ACK carrying a lease (RFC 2131 table 3)."""
+    request = inbound.packet
+    fixed, wire = _lease_options(request, inbound.client.subnet, config, binding.lease_time,
+                                 message_type, binding.hostname)
+    options = dict(fixed)
+    echoes = _echoes(request)
+    if echoes:
+        options.update(echoes)
+        wire += encode_options(echoes)
     packet = _base_reply(
         request,
         yiaddr=binding.address,
@@ -310,7 +360,8 @@ def lease_reply(inbound: Inbound, binding: Binding, config: ServerConfig,
     )
     address, port = destination(request, message_type)
     counter = "offers" if message_type == opt.OFFER else "acks"
-    return Reply(packet=packet, address=address, port=port, counter=counter, kind=inbound.kind)
+    return Reply(packet=packet, address=address, port=port, counter=counter, kind=inbound.kind,
+                 options_wire=wire)
 
 
 def inform(inbound: Inbound, config: ServerConfig) -> Reply:

@@ -409,7 +409,8 @@ class DhcpServer:
         sock = self._sock
         assert sock is not None
         try:
-            sock.sendto(encode(reply.packet), (reply.address, reply.port))
+            sock.sendto(encode(reply.packet, options_wire=reply.options_wire),
+                        (reply.address, reply.port))
         except (OSError, DhcpError) as exc:
             self.counters.add("send_errors")
             log.debug("sending to %s:%s failed: %s", reply.address, reply.port, exc)

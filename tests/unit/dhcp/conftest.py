@@ -9,7 +9,7 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 
 from app.dhcp import options as opt
-from app.dhcp.codec import BOOTREQUEST, DhcpPacket, decode, encode
+from app.dhcp.codec import BOOTREQUEST, DhcpPacket, decode, encode, encode_options
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.handler import Counters, handle
 from app.dhcp.memory import MemoryLeaseBackend
@@ -75,7 +75,15 @@ class DhcpClientDriver:
                          now=self.now, counters=self.counters, to_broadcast=to_broadcast)
         if hasattr(outcome, "packet"):
             check_against_scapy(outcome.packet)
+            check_template(outcome)
         return outcome
+
+
+def check_template(reply: Outcome) -> None:
+    """A reply built from a template (`rfc2131.lease_reply`) sends what its packet says."""
+    wire = getattr(reply, "options_wire", None)
+    if wire is not None:
+        assert wire == encode_options(reply.packet.options)  # type: ignore[union-attr]
 
 
 def check_against_scapy(packet: DhcpPacket) -> None:
