@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.dhcp import options as opt
 from app.dhcp.backend import Binding, Client, Refusal
@@ -45,9 +46,9 @@ class Kind(enum.Enum):
     INFORM = "inform"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Inbound:
-    """A request understood: its meaning, subnet and client; `address` is the one at stake."""
+class Inbound(NamedTuple):
+    """A request understood: its meaning, subnet and client; `address` is the one at stake.
+    (A named tuple, as `Ask` and `Reply`: see `backend.Client`.)"""
 
     packet: DhcpPacket
     kind: Kind
@@ -69,8 +70,7 @@ class Silence:
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A packet to send to (address, port); `counter` is offers/acks/naks/informs."""
 
     packet: DhcpPacket
@@ -82,8 +82,7 @@ class Reply:
     options_wire: bytes | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Ask:
+class Ask(NamedTuple):
     """Call `backend.<call>(client, ...)` and pass the result to `answer()`."""
 
     call: str  # offer | commit | renew | release | decline | forget_offer
