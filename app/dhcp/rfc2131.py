@@ -105,19 +105,15 @@ def client_identity(packet: DhcpPacket) -> bytes:
     return bytes((packet.htype,)) + packet.chaddr
 
 
-# Sent by a client that already has an address, straight to us (no relay even when the
-# client sits behind one): its ciaddr says which subnet it is on.
-_CIADDR_KINDS = frozenset((Kind.RENEWING, Kind.RELEASE, Kind.INFORM))
-
-
 def select_subnet(
     packet: DhcpPacket,
     interface: str | None,
     hint: str | None,
     config: ServerConfig,
-    kind: Kind | None = None,
+    by_ciaddr: bool = False,
 ) -> SubnetConfig | None:
-    """giaddr's subnet for relayed traffic; ciaddr's for a client unicasting to us
+    """giaddr's subnet for relayed traffic; ciaddr's (`hint`, with `by_ciaddr`) for a
+    client that already has an address and sends straight to us, even from behind a relay
     (RENEWING, RELEASE, INFORM); else one attached to the receiving interface.
 
     On an interface with several subnets (a shared network) the one holding `hint` (ciaddr
@@ -125,7 +121,7 @@ def select_subnet(
     """
     if packet.giaddr != ZERO_IP:
         return config.subnet_of(packet.giaddr)
-    if kind in _CIADDR_KINDS and hint is not None:
+    if by_ciaddr and hint is not None:
         subnet = config.subnet_of(hint)
         if subnet is not None:
             return subnet
@@ -137,6 +133,12 @@ def select_subnet(
             if subnet.contains(hint):
                 return subnet
     return candidates[0]
+
+
+# The kinds, once: reading an enum member off its class costs a lookup per packet.
+_DISCOVER, _SELECTING, _OTHER_SERVER = Kind.DISCOVER, Kind.SELECTING, Kind.OTHER_SERVER
+_INIT_REBOOT, _RENEWING, _REBINDING = Kind.INIT_REBOOT, Kind.RENEWING, Kind.REBINDING
+_DECLINE, _RELEASE, _INFORM = Kind.DECLINE, Kind.RELEASE, Kind.INFORM
 
 
 def plan(
@@ -161,42 +163,49 @@ def plan(
     requested = packet.requested_ip
     server_id = packet.server_id
     ciaddr = packet.ciaddr if packet.ciaddr != ZERO_IP else None
+    # What the backend is asked ("" for INFORM: nobody), and whether the address at stake
+    # must lie on the client's network (else NAK) before it is.
+    call, on_network = "", False
 
     if msg == opt.REQUEST:
         if server_id is not None:
-            kind = Kind.SELECTING if server_id == config.server_id else Kind.OTHER_SERVER
+            if server_id == config.server_id:
+                kind, call = _SELECTING, "commit"
+            else:
+                kind, call = _OTHER_SERVER, "forget_offer"
             if requested is None:
                 return Drop(reason="bad_request")  # SELECTING must name the address
             address: str | None = requested
         elif ciaddr is not None:
             # RENEWING is unicast to us; REBINDING is broadcast, possibly via a relay.
             relayed = packet.giaddr != ZERO_IP
-            kind = Kind.REBINDING if relayed or to_broadcast else Kind.RENEWING
-            address = ciaddr
+            kind = _REBINDING if relayed or to_broadcast else _RENEWING
+            call, on_network, address = "renew", True, ciaddr
         elif requested is not None:
-            kind, address = Kind.INIT_REBOOT, requested
+            kind, call, on_network, address = _INIT_REBOOT, "renew", True, requested
         else:
             return Drop(reason="bad_request")
     elif msg == opt.DISCOVER:
-        kind, address = Kind.DISCOVER, requested
+        kind, call, address = _DISCOVER, "offer", requested
     elif msg == opt.DECLINE:
         if server_id is not None and server_id != config.server_id:
             return Drop(reason="other_server")
         if requested is None:
             return Drop(reason="bad_request")
-        kind, address = Kind.DECLINE, requested
+        kind, call, address = _DECLINE, "decline", requested
     elif msg == opt.RELEASE:
         if server_id is not None and server_id != config.server_id:
             return Drop(reason="other_server")
         if ciaddr is None:
             return Drop(reason="bad_request")
-        kind, address = Kind.RELEASE, ciaddr
+        kind, call, address = _RELEASE, "release", ciaddr
     else:  # INFORM
         if ciaddr is None:
             return Drop(reason="bad_request")
-        kind, address = Kind.INFORM, ciaddr
+        kind, address = _INFORM, ciaddr
 
-    subnet = select_subnet(packet, interface, address, config, kind)
+    subnet = select_subnet(packet, interface, address, config,
+                           kind is _RENEWING or kind is _RELEASE or kind is _INFORM)
     if subnet is None:
         return Drop(reason="no_subnet")
     client = Client(
@@ -207,24 +216,12 @@ def plan(
         relay_info=packet.relay_agent_info,
     )
     inbound = Inbound(packet=packet, kind=kind, client=client, address=address)
-
-    if kind is Kind.DISCOVER:
-        return Ask(call="offer", inbound=inbound)
-    if kind is Kind.SELECTING:
-        return Ask(call="commit", inbound=inbound)
-    if kind is Kind.OTHER_SERVER:
-        return Ask(call="forget_offer", inbound=inbound)
-    if kind in (Kind.INIT_REBOOT, Kind.RENEWING, Kind.REBINDING):
-        assert address is not None
-        if not subnet.contains(address):
-            # §4.3.2: the address is not on the client's network (it moved): NAK.
-            return nak(inbound, config, "address not on this network")
-        return Ask(call="renew", inbound=inbound)
-    if kind is Kind.DECLINE:
-        return Ask(call="decline", inbound=inbound)
-    if kind is Kind.RELEASE:
-        return Ask(call="release", inbound=inbound)
-    return inform(inbound, config)
+    if on_network and address is not None and not subnet.contains(address):
+        # §4.3.2: the address is not on the client's network (it moved): NAK.
+        return nak(inbound, config, "address not on this network")
+    if not call:
+        return inform(inbound, config)
+    return Ask(call=call, inbound=inbound)
 
 
 def answer(ask: Ask, result: Binding | Refusal | None, config: ServerConfig) -> Outcome:
