@@ -275,11 +275,6 @@ def _echoes(request: DhcpPacket) -> dict[int, bytes]:
     return echoes
 
 
-def _echo(request: DhcpPacket, options: dict[int, bytes]) -> None:
-    """Echo the client id and option 82 (`_echoes`) after `options`."""
-    options.update(_echoes(request))
-
-
 def _parameters(request: DhcpPacket, subnet: SubnetConfig, options: dict[int, bytes],
                 hostname: str | None) -> None:
     """Subnet options the client asked for in option 55, in its order; all if no list."""
@@ -368,7 +363,7 @@ def inform(inbound: Inbound, config: ServerConfig) -> Reply:
         opt.SERVER_ID: config.server_id_bytes,
     }
     _parameters(request, inbound.client.subnet, options, None)
-    _echo(request, options)
+    options.update(_echoes(request))
     packet = _base_reply(request, yiaddr=ZERO_IP, ciaddr=request.ciaddr, flags=request.flags,
                          options=options)
     address, port = destination(request, opt.ACK)
@@ -383,7 +378,7 @@ def nak(inbound: Inbound, config: ServerConfig, reason: str) -> Reply:
         opt.SERVER_ID: config.server_id_bytes,
         opt.MESSAGE: reason.encode()[:255],
     }
-    _echo(request, options)
+    options.update(_echoes(request))
     flags = request.flags
     if request.giaddr != ZERO_IP:
         flags |= BROADCAST_FLAG  # the relay must broadcast it to the client

@@ -13,7 +13,7 @@ from app.dhcp.codec import BOOTREQUEST, DhcpPacket, decode, encode, encode_optio
 from app.dhcp.config import ServerConfig, SubnetConfig
 from app.dhcp.handler import Counters, handle
 from app.dhcp.memory import MemoryLeaseBackend
-from app.dhcp.rfc2131 import Outcome
+from app.dhcp.rfc2131 import Outcome, Reply
 
 SERVER_ID = "10.0.0.1"
 IFACE = "eth1"
@@ -73,17 +73,16 @@ class DhcpClientDriver:
         data = packet if isinstance(packet, bytes) else encode(packet)
         outcome = handle(data, interface=interface, backend=self.backend, config=self.config,
                          now=self.now, counters=self.counters, to_broadcast=to_broadcast)
-        if hasattr(outcome, "packet"):
+        if isinstance(outcome, Reply):
             check_against_scapy(outcome.packet)
             check_template(outcome)
         return outcome
 
 
-def check_template(reply: Outcome) -> None:
+def check_template(reply: Reply) -> None:
     """A reply built from a template (`rfc2131.lease_reply`) sends what its packet says."""
-    wire = getattr(reply, "options_wire", None)
-    if wire is not None:
-        assert wire == encode_options(reply.packet.options)  # type: ignore[union-attr]
+    if reply.options_wire is not None:
+        assert reply.options_wire == encode_options(reply.packet.options)
 
 
 def check_against_scapy(packet: DhcpPacket) -> None:
