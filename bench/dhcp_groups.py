@@ -75,7 +75,8 @@ def make_app(url: str) -> Any:
 class Waits:
     """How many times the database driver waited for the server while counting: one per
     statement (the COMMIT too; a transaction's BEGIN goes with its first statement), each
-    a round trip. PostgreSQL only (psycopg)."""
+    a round trip, whether psycopg ran it or libpq alone (`plain_sql.run`, which also
+    counts the BEGIN and a statement's first PREPARE it sends). PostgreSQL only."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -92,6 +93,17 @@ class Waits:
             return wait(connection, *args, **kwargs)
 
         psycopg.Connection.wait = counted  # type: ignore[method-assign, assignment]
+
+        from app.services import plain_sql
+
+        check = plain_sql._check
+
+        def checked(result: Any, *args: Any) -> Any:  # one per libpq round trip
+            if self.counting:
+                self.count += 1
+            return check(result, *args)
+
+        plain_sql._check = checked  # type: ignore[assignment]
 
 
 class Driver:

@@ -46,7 +46,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.rows import namedtuple_row
 from sqlalchemy import select
 
 from ..engine import runtime
@@ -300,9 +299,9 @@ def _holding(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     wanted = set(keys)
     raw = plain_sql.driver()
     if raw is not None:  # PostgreSQL: one plain statement
-        with raw.cursor(row_factory=namedtuple_row) as cursor:
-            rows = cursor.execute(_HOLDING_PG, (plain_sql.ints(set(ids_.values())),
-                                                plain_sql.texts({c for _, c in keys}))).fetchall()
+        rows: Sequence[Any] = plain_sql.run(raw, _HOLDING_PG, (
+            plain_sql.ints(set(ids_.values())), plain_sql.texts({c for _, c in keys})),
+            named=True)
     else:
         rows = db.session.execute(select(*_HELD_COLUMNS).where(
             leases.among(Lease.subnet_id, set(ids_.values())),

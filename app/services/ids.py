@@ -23,8 +23,8 @@ def allocate_pair(first: Any, second: Any, count: int) -> tuple[list[int], list[
     start jobs), or None where the database has no sequences."""
     if count <= 0 or db.session.get_bind().dialect.name != "postgresql":
         return None
-    rows = plain_sql.connection().execute(
-        _PAIR, (first.__table__.name, second.__table__.name, count)).fetchall()
+    rows = plain_sql.run(plain_sql.connection(), _PAIR,
+                         (first.__table__.name, second.__table__.name, count))
     return [int(a) for a, _ in rows], [int(b) for _, b in rows]
 
 
@@ -36,5 +36,5 @@ def allocate(model: Any, count: int) -> list[int] | None:
     """`count` fresh ids for `model`'s table, or None where the database has no sequence."""
     if count <= 0 or db.session.get_bind().dialect.name != "postgresql":
         return None
-    rows = plain_sql.connection().execute(_NEXT, (model.__table__.name, count)).fetchall()
+    rows = plain_sql.run(plain_sql.connection(), _NEXT, (model.__table__.name, count))
     return [int(i) for i, in rows]

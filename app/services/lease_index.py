@@ -140,7 +140,7 @@ def _entries(after: int, connection: Connection | None,
     try:
         if raw is not None:
             ranges = ",".join(f'"[{s[0][0]},{s[-1][0]}]"' for s in skip)
-            return list(raw.execute(_ENTRIES_PG, (after, "{" + ranges + "}", BATCH)).fetchall())
+            return plain_sql.run(raw, _ENTRIES_PG, (after, "{" + ranges + "}", BATCH))
         return list(db.session.execute(_ENTRIES, {"after": after, "batch": BATCH}).all())
     finally:
         if connection is None:

@@ -1,15 +1,20 @@
 """Plain SQL for the DHCP fast path's few statements on PostgreSQL.
 
 A group of exchanges runs about ten statements. Through the ORM each costs 250 us and
-more of CPU here; as plain SQL on the transaction's own psycopg connection, ~60 us. Their
-arrays go as one text literal each (`'{1,2,3}'::bigint[]`): psycopg adapts a Python list
-element by element in Python, a join is one call. On SQLite (the embedded default) the
-callers keep their SQLAlchemy statements: each is a function call there, not a round trip.
+more of CPU here; as plain SQL on the transaction's own psycopg connection, ~60 us; as a
+prepared statement run by libpq itself (`run`), ~20. Their arrays go as one text literal
+each (`'{1,2,3}'::bigint[]`): psycopg adapts a Python list element by element in Python,
+a join is one call. On SQLite (the embedded default) the callers keep their SQLAlchemy
+statements: each is a function call there, not a round trip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import collections
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from ..extensions import db
@@ -66,3 +71,112 @@ def _element(text: str | None) -> str:
     if '"' in text:
         text = text.replace('"', '\\"')
     return '"' + text + '"'
+
+
+# `run`: a statement of a few fixed texts, executed many times a second on one connection.
+# psycopg's `Connection.execute` costs ~70 us of CPU a statement here (its cursor, query
+# conversion, prepared-statement bookkeeping and result generators, in Python); libpq's
+# PQexecPrepared, which psycopg wraps as `pgconn.exec_prepared` (without the interpreter
+# lock), ~10, and psycopg's own C loaders turn the result into the same Python values.
+# A group of DHCP bindings runs five such statements.
+#
+# The statements are prepared under names that psycopg's own prepared-statement cache
+# holds (`Connection._prepared`, keyed apart from psycopg's keys): psycopg forgets its
+# statements, and has the server deallocate them all, after a rollback or DDL, and ours go
+# with them; a statement missing from the cache is prepared again, under a new name.
+_KEY = b"leaseflow\0"
+
+
+class _State:
+    """What `run` keeps per connection: the last name it made, a result loader, and the
+    row makers of named rows."""
+
+    __slots__ = ("loader", "made", "rows")
+
+    def __init__(self, connection: Any) -> None:
+        from psycopg.adapt import Transformer
+
+        self.made = 0
+        self.rows: dict[str, Callable[[Sequence[Any]], Any]] = {}
+        self.loader = Transformer(connection)
+
+
+_PLACEHOLDER = re.compile(r"%s")
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(query: str) -> bytes:
+    """A psycopg-style query (`%s` placeholders) as libpq wants it (`$1`, `$2`, ...)."""
+    count = iter(range(1, 1 << 16))
+    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", query).encode()
+
+
+def param(value: Any) -> bytes | None:
+    """A parameter as text for the server, which reads it as the type its place in the
+    statement has (a cast, a column): NULL, booleans, numbers, datetimes, strings."""
+    if value is None:
+        return None
+    if value is True or value is False:
+        return b"t" if value else b"f"
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime is ambiguous as a parameter")
+        return value.isoformat().encode()
+    if isinstance(value, int | float):
+        return str(value).encode()
+    raise TypeError(f"cannot send {type(value).__name__} as a plain parameter")
+
+
+def run(connection: Any, query: str, params: Sequence[Any] = (), *,
+        named: bool = False) -> list[Any]:
+    """Execute `query` (psycopg placeholders) on `connection` (`driver()`/`connection()`)
+    as a prepared statement; its rows as tuples (named tuples with `named`), as
+    `connection.execute(...).fetchall()` would return them, or [] for a statement without
+    rows. Inside the transaction psycopg would open: a connection that is not in
+    autocommit and has none open begins one first, as psycopg would (a round trip of its
+    own, as psycopg's is). A failure raises psycopg's error for
+    it, as `execute` would."""
+    from psycopg import errors, pq
+
+    pgconn = connection.pgconn
+    state: _State | None = getattr(connection, "_leaseflow_plain", None)
+    if state is None:
+        state = connection._leaseflow_plain = _State(connection)
+    if not connection.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        # psycopg's own BEGIN, with the connection's isolation level and read-only flag
+        _check(pgconn.exec_(connection._get_tx_start_command()), connection, errors)
+    text = numbered(query)
+    values = [param(value) for value in params]
+    cache = connection._prepared
+    key = (_KEY + text, ())
+    name = cache._names.get(key)
+    if name is None and len(cache._names) < cache.prepared_max:
+        state.made += 1
+        name = b"leaseflow_%d" % state.made
+        _check(pgconn.prepare(name, text), connection, errors)
+        cache._names[key] = name
+    result = _check(pgconn.exec_prepared(name, values) if name is not None else
+                    pgconn.exec_params(text, values), connection, errors)
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        return []
+    make: Callable[[Sequence[Any]], Any] = tuple
+    if named:
+        made = state.rows.get(query)
+        if made is None:
+            kind: Any = collections.namedtuple(  # type: ignore[misc]  # noqa: PYI024
+                "Row", [result.fname(i).decode() for i in range(result.nfields)])
+            made = state.rows[query] = kind._make
+        make = made
+    loader = state.loader
+    loader.set_pgresult(result)
+    return loader.load_rows(0, result.ntuples, make)  # type: ignore[no-any-return]
+
+
+def _check(result: Any, connection: Any, errors: Any) -> Any:
+    from psycopg import pq
+
+    if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        raise errors.error_from_result(result, encoding=connection.info.encoding)
+    return result

@@ -159,7 +159,7 @@ def insert_tables(tables: Sequence[tuple[Any, list[dict[str, Any]]]],
         main = "WITH " + ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(ctes)) \
             + " " + main
         params = [param for _, group in ctes for param in group] + params
-    connection.execute(main, params)
+    plain_sql.run(connection, main, params)
 
 
 def _texts(table: Any, rows: list[dict[str, Any]],

@@ -4,8 +4,10 @@ holds comes back as it went in (escapes, JSON, time zones, NULLs, defaults), eit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg.errors import StringDataRightTruncation
@@ -137,15 +139,15 @@ def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path,
         head = db.session.execute(text("SELECT seq FROM ledger_head")).scalar_one()
         db.session.commit()
         statements: list[str] = []
+        run = plain_sql.run
+
+        def counted(connection: Any, query: str, params: Sequence[Any] = (), *,
+                    named: bool = False) -> list[Any]:
+            statements.append(query)
+            return run(connection, query, params, named=named)
+
         with uow.unit_of_work():
-            connection = plain_sql.connection()
-            execute = connection.execute
-
-            def counted(query: str, *args: object, **kwargs: object) -> object:
-                statements.append(query)
-                return execute(query, *args, **kwargs)
-
-            connection.execute = counted
+            plain_sql.run = counted
             try:
                 uow.insert_tables([
                     (Lease.__table__, [{"id": 9, "subnet_id": subnet.id, "address": 0x0A46000B,
@@ -156,7 +158,7 @@ def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path,
                                                "actor": "t", "detail": {"n": 1}}]),
                 ], then=("UPDATE ledger_head SET seq = seq + %s WHERE id = 1", (5,)))
             finally:
-                connection.execute = execute
+                plain_sql.run = run
         assert len(statements) == 1 and statements[0].startswith("WITH ")
         assert db.session.execute(select(LeaseHistory.lease_id)).scalars().all() == [9]
         assert db.session.execute(text("SELECT seq FROM ledger_head")).scalar_one() == head + 5
