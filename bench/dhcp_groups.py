@@ -73,10 +73,10 @@ def make_app(url: str) -> Any:
 
 
 class Waits:
-    """How many times the database driver waited for the server while counting: one per
-    statement (the COMMIT too; a transaction's BEGIN goes with its first statement), each
-    a round trip, whether psycopg ran it or libpq alone (`plain_sql.run`, which also
-    counts the BEGIN and a statement's first PREPARE it sends). PostgreSQL only."""
+    """The round trips to the server while counting. psycopg's: one wait per statement
+    (the COMMIT too), a transaction's BEGIN sent within its first statement's wait, so a
+    BEGIN is not counted on its own there. libpq's (`plain_sql.run`): one per call, the
+    BEGIN and a statement's first PREPARE included. PostgreSQL only."""
 
     def __init__(self) -> None:
         self.count = 0

@@ -13,7 +13,6 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, TypeDecorator, insert
@@ -275,31 +274,9 @@ def copy_texts(values: list[str | None]) -> list[str]:
     return [copy_text(text) for text in values]
 
 
-def field_text(value: Any) -> str | None:
-    """A value as the text PostgreSQL parses for its column (None for NULL), without
-    psycopg's per-value dumper lookup (a tenth of the DHCP fast path's CPU when COPY rows
-    went through `write_row`)."""
-    if value is None:
-        return None
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
-    if kind is int:
-        return int.__repr__(value)
-    if kind is bool:
-        return "t" if value else "f"
-    if kind is datetime:
-        return value.isoformat()  # type: ignore[no-any-return]
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("binary values are not supported here")
-    if isinstance(value, str):  # a str subclass (an enum's value): its text, not its name
-        return str.__str__(value)
-    return str(value)  # dates, decimals, floats, UUIDs
-
-
 def _text_writer(column: Any, dialect: Any) -> Callable[[Any], str | None]:
     """How a value of `column` becomes its text: the column's own bind processing, then
-    `field_text`. JSON values (several per row on the DHCP path) through one shared
+    `plain_sql.field_text`. JSON values (several per row on the DHCP path) through one shared
     encoder, and a type decorator's own conversion called directly (UTC datetimes):
     SQLAlchemy's processor wrappers and its per-call json.dumps cost ~5-10 us a value."""
     kind = column.type
@@ -308,11 +285,11 @@ def _text_writer(column: Any, dialect: Any) -> Callable[[Any], str | None]:
     if isinstance(kind, TypeDecorator) and \
             kind.impl_instance.dialect_impl(dialect).bind_processor(dialect) is None:
         convert = kind.process_bind_param
-        return lambda value: field_text(convert(value, dialect))
+        return lambda value: plain_sql.field_text(convert(value, dialect))
     process = kind.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
-        return field_text
-    return lambda value: field_text(process(value) if value is not None else None)
+        return plain_sql.field_text
+    return lambda value: plain_sql.field_text(process(value) if value is not None else None)
 
 
 _json_text = json.JSONEncoder().encode  # json.dumps's output, without its per-call set-up

@@ -124,7 +124,7 @@ def test_a_column_default_is_taken_once_per_statement_and_shared_values_written_
 
 def test_binary_values_are_refused_not_mangled() -> None:
     with pytest.raises(TypeError):
-        uow.field_text(b"\x00\x01")
+        plain_sql.field_text(b"\x00\x01")
 
 
 def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path,
