@@ -40,7 +40,7 @@ def flush(entries: Sequence[dict[str, Any]]) -> int | None:
                                 "actor": entry["actor"], "data": entry["payload"]})
                 for entry in entries]
     raw = plain_sql.driver()
-    row = next(iter(plain_sql.run(raw, _HEAD_PG)), None) if raw is not None else None
+    row = (plain_sql.run(raw, _HEAD_PG) or [None])[0] if raw is not None else None
     if row is not None:
         rows, seq, prev = _chained(entries, payloads, *row)
         uow.insert_tables([(AuditEntry.__table__, rows)], then=(_MOVE_PG, (seq, prev)))

@@ -101,13 +101,24 @@ class _State:
         self.loader = Transformer(connection)
 
 
-_PLACEHOLDER = re.compile(r"%s")
+_PLACEHOLDER = re.compile(r"%.?", re.DOTALL)
 
 
 def numbered(query: str) -> bytes:
-    """A psycopg-style query (`%s` placeholders) as libpq wants it (`$1`, `$2`, ...)."""
+    """A psycopg-style query as libpq wants it: `%s` placeholders numbered (`$1`, `$2`,
+    ...) and psycopg's `%%` escape a plain `%`. Any other `%` is refused, as psycopg
+    refuses it (its `%b`, `%t` and `%(name)s` are not supported here)."""
     count = iter(range(1, 1 << 16))
-    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", query).encode()
+
+    def replace(match: re.Match[str]) -> str:
+        if match[0] == "%s":
+            return f"${next(count)}"
+        if match[0] == "%%":
+            return "%"
+        raise ValueError(f"only %s placeholders and %% are allowed, not {match[0]!r}: "
+                         f"{query[:80]!r}")
+
+    return _PLACEHOLDER.sub(replace, query).encode()
 
 
 @functools.lru_cache(maxsize=256)

@@ -127,8 +127,8 @@ def test_binary_values_are_refused_not_mangled() -> None:
         plain_sql.field_text(b"\x00\x01")
 
 
-def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path,
-                                                      pg_database: str) -> None:
+def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path, pg_database: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Children in the same statement as their parents (foreign keys are checked at its
     end), the ledger head moved by the same statement, one round trip."""
     at = datetime(2026, 11, 29, 4, 52, 12, tzinfo=UTC)
@@ -146,19 +146,17 @@ def test_several_tables_and_a_last_statement_go_as_one(tmp_path: Path,
             statements.append(query)
             return run(connection, query, params, named=named)
 
+        monkeypatch.setattr(plain_sql, "run", counted)
         with uow.unit_of_work():
-            plain_sql.run = counted
-            try:
-                uow.insert_tables([
-                    (Lease.__table__, [{"id": 9, "subnet_id": subnet.id, "address": 0x0A46000B,
-                                        "state": "bound", "client_id": "01:09",
-                                        "created_at": at, "updated_at": at}]),
-                    (LeaseHistory.__table__, [{"lease_id": 9, "at": at, "event": "commit",
-                                               "from_state": None, "to_state": "bound",
-                                               "actor": "t", "detail": {"n": 1}}]),
-                ], then=("UPDATE ledger_head SET seq = seq + %s WHERE id = 1", (5,)))
-            finally:
-                plain_sql.run = run
+            uow.insert_tables([
+                (Lease.__table__, [{"id": 9, "subnet_id": subnet.id, "address": 0x0A46000B,
+                                    "state": "bound", "client_id": "01:09",
+                                    "created_at": at, "updated_at": at}]),
+                (LeaseHistory.__table__, [{"lease_id": 9, "at": at, "event": "commit",
+                                           "from_state": None, "to_state": "bound",
+                                           "actor": "t", "detail": {"n": 1}}]),
+            ], then=("UPDATE ledger_head SET seq = seq + %s WHERE id = 1", (5,)))
+        monkeypatch.undo()
         assert len(statements) == 1 and statements[0].startswith("WITH ")
         assert db.session.execute(select(LeaseHistory.lease_id)).scalars().all() == [9]
         assert db.session.execute(text("SELECT seq FROM ledger_head")).scalar_one() == head + 5

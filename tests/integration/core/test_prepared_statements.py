@@ -103,3 +103,13 @@ def test_parameters_it_cannot_send_plainly_are_refused(conn: psycopg.Connection)
 def test_placeholders_are_numbered_for_libpq() -> None:
     assert plain_sql.numbered("SELECT %s, %s::int[] FROM x WHERE y = %s") == \
         b"SELECT $1, $2::int[] FROM x WHERE y = $3"
+
+
+def test_psycopgs_percent_escape_is_a_percent_and_other_placeholders_are_refused(
+        conn: psycopg.Connection) -> None:
+    assert plain_sql.numbered("SELECT %s WHERE k LIKE 'a.%%'") == b"SELECT $1 WHERE k LIKE 'a.%'"
+    assert plain_sql.run(conn, "SELECT %s || '%%'", ("5",)) == \
+        conn.execute("SELECT %s || '%%'", ("5",)).fetchall() == [("5%",)]
+    for query in ("SELECT %(name)s", "SELECT %b", "SELECT 5 % 2"):
+        with pytest.raises(ValueError, match="placeholders"):
+            plain_sql.numbered(query)
